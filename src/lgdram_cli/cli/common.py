@@ -1,0 +1,74 @@
+"""Small helpers shared by CLI commands: console, progress bars, annotations, devices, threads."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from lgdram_cli.errors import UserError
+
+#: Messages, warnings and progress go to stderr; data (JSON, tables asked for) to stdout.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False)
+
+
+def progress(**kwargs: Any) -> Any:
+    """A Rich progress bar that switches itself off when stderr is not a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, transient=True, disable=not sys.stderr.isatty(), **kwargs,
+    )
+
+
+def parse_annotations(text: str | float | int, n: int | None = None) -> float:
+    """'1%' → 0.01; '40' (a count) → 40 / n. Returns the annotated share in [0, 1]."""
+    s = str(text).strip()
+    m = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*%", s)
+    if m:
+        share = float(m.group(1)) / 100
+        if share > 1:
+            raise UserError(f"--annotations {s}: a share must be between 0% and 100%")
+        return share
+    if re.fullmatch(r"\d+", s):
+        count = int(s)
+        if n is None:
+            raise UserError(f"--annotations {s}: give a share such as 1% (a count needs a fixed dataset size)")
+        if count > n:
+            raise UserError(f"--annotations {count} is more than the {n} samples; use at most {n} or a share like 1%")
+        return count / n if n else 0.0
+    raise UserError(f"--annotations '{s}': use a share such as 1% or 0.5%, or a whole count such as 40")
+
+
+def resolve_device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise UserError(f"--device {name}: not a device; use auto, cpu or cuda[:N]") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+#: One intra-op thread by default: on 2-core machines two OpenMP threads ran this kind of
+#: small-op model up to 40x slower than one when the other core was busy (see README).
+DEFAULT_THREADS = 1
+
+
+def set_threads(threads: int | None) -> int:
+    import torch
+
+    n = threads or int(os.environ.get("LGDRAM_THREADS", DEFAULT_THREADS))
+    if n < 1:
+        raise UserError(f"--threads {n}: must be at least 1")
+    torch.set_num_threads(n)
+    return n

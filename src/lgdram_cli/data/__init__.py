@@ -1,0 +1,1 @@
+"""Data: digit sources, canvas task generators, and the HDF5 canvas format."""

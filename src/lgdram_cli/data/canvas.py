@@ -1,0 +1,140 @@
+"""Vectorised canvas composition: digits and distractor patches pasted by index arithmetic.
+
+Every random choice for a batch is drawn up front from one `torch.Generator`, then all
+canvases are composed with a few indexed writes — no per-image Python loop. Pixels are
+summed in integers and clipped to 255, which is the seed's "add and clip to [0, 1]" on the
+uint8 grid and makes the output bit-identical for a given seed on any device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+DIGIT = 28
+
+
+@dataclass
+class CanvasBatch:
+    """A batch of task samples; the tensor layout of the public HDF5 format."""
+
+    images: torch.Tensor  # uint8 [N, C, H, W]
+    labels: torch.Tensor  # int64 [N]
+    centers: torch.Tensor  # float32 [N, 2]: target centre (x, y) in [-1, 1], grid_sample convention
+    boxes: torch.Tensor  # float32 [N, 4]: target box (x_min, y_min, x_max, y_max) in pixels, max exclusive
+    n_distractors: torch.Tensor  # int16 [N]
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def to(self, device: torch.device | str) -> CanvasBatch:
+        return CanvasBatch(*(t.to(device) for t in self.tensors()))
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.images, self.labels, self.centers, self.boxes, self.n_distractors)
+
+
+def digit_boxes(digits: torch.Tensor) -> torch.Tensor:
+    """Tight boxes (x_min, y_min, x_max, y_max) of each 28×28 digit's non-zero pixels."""
+    rows = digits.amax(dim=2) > 0  # [D, 28]: which rows hold ink
+    cols = digits.amax(dim=1) > 0
+    ar = torch.arange(DIGIT, device=digits.device)
+    big = torch.full_like(ar, DIGIT)
+
+    def span(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lo = torch.where(mask, ar, big).amin(dim=1)
+        hi = torch.where(mask, ar + 1, torch.zeros_like(ar)).amax(dim=1)
+        empty = ~mask.any(dim=1)  # a blank digit: use its whole frame
+        return torch.where(empty, 0, lo), torch.where(empty, DIGIT, hi)
+
+    x0, x1 = span(cols)
+    y0, y1 = span(rows)
+    return torch.stack([x0, y0, x1, y1], dim=1).float()
+
+
+def compose(
+    digits: torch.Tensor,
+    labels: torch.Tensor,
+    boxes: torch.Tensor,
+    n: int,
+    size: tuple[int, int],
+    distractors: tuple[int, int],
+    distractor_size: int,
+    colour: bool,
+    generator: torch.Generator,
+    device: torch.device,
+    out: torch.Tensor | None = None,
+) -> CanvasBatch:
+    """Compose `n` canvases of `size` (H, W) from `digits` (uint8 [D, 28, 28] on `device`).
+
+    Each canvas holds one target digit at a uniformly random position, fully inside, plus a
+    uniformly random number in `distractors` (inclusive) of `distractor_size`² patches cut at
+    random from *other* random digits and pasted at random positions. With `colour`, the
+    target and each patch get a random RGB colour (3 channels), else 1 channel.
+    """
+    H, W = size
+    D = digits.shape[0]
+    lo, hi = distractors
+    ds = distractor_size
+    C = 3 if colour else 1
+    cpu = dict(generator=generator, device="cpu")
+
+    # ---- every random draw, in a fixed order (the order is part of the determinism contract)
+    target = torch.randint(0, D, (n,), **cpu)
+    oy = torch.randint(0, H - DIGIT + 1, (n,), **cpu)
+    ox = torch.randint(0, W - DIGIT + 1, (n,), **cpu)
+    count = torch.randint(lo, hi + 1, (n,), **cpu)
+    K = hi
+    # other digit: an offset in [1, D) from the target, so never the target digit itself
+    src = (target[:, None] + torch.randint(1, max(D, 2), (n, K), **cpu)) % D
+    cy = torch.randint(0, DIGIT - ds + 1, (n, K), **cpu)
+    cx = torch.randint(0, DIGIT - ds + 1, (n, K), **cpu)
+    py = torch.randint(0, H - ds + 1, (n, K), **cpu)
+    px = torch.randint(0, W - ds + 1, (n, K), **cpu)
+    colours = torch.randint(64, 256, (n, 1 + K, 3), **cpu) if colour else None
+
+    target, oy, ox, count, src, cy, cx, py, px = (
+        t.to(device) for t in (target, oy, ox, count, src, cy, cx, py, px)
+    )
+    flat_digits = digits.reshape(D, DIGIT * DIGIT)
+    canvas = torch.zeros(n * C * H * W, dtype=torch.int16, device=device)
+    plane = torch.arange(n, device=device)[:, None] * C + torch.arange(C, device=device)  # [n, C]
+
+    # ---- target digit: written first onto a blank canvas, so plain assignment suffices
+    r = torch.arange(DIGIT, device=device)
+    offs = (r[:, None] * W + r[None, :]).reshape(-1)  # [784] offsets inside a canvas
+    pos = (oy * W + ox)[:, None] + offs  # [n, 784]
+    vals = flat_digits[target].to(torch.int16)  # [n, 784]
+    index = plane[:, :, None] * (H * W) + pos[:, None, :]  # [n, C, 784]
+    if colour:
+        tint = colours[:, 0, :].to(device=device, dtype=torch.int16)  # [n, 3]
+        canvas[index] = (vals[:, None, :].int() * tint[:, :, None] // 255).to(torch.int16)
+    else:
+        canvas[index] = vals[:, None, :]
+
+    # ---- distractors: only the active slots, summed onto the canvas
+    if K > 0:
+        active = torch.arange(K, device=device)[None, :] < count[:, None]  # [n, K]
+        q = torch.arange(ds, device=device)
+        patch_offs = (q[:, None] * DIGIT + q[None, :]).reshape(-1)  # [ds²] inside a digit
+        canvas_offs = (q[:, None] * W + q[None, :]).reshape(-1)  # [ds²] inside a canvas
+        img = torch.arange(n, device=device)[:, None].expand(n, K)[active]  # [A]
+        start = (cy * DIGIT + cx)[active]
+        pvals = flat_digits[src[active][:, None], start[:, None] + patch_offs].to(torch.int16)
+        ppos = (py * W + px)[active][:, None] + canvas_offs  # [A, ds²]
+        pindex = plane[img][:, :, None] * (H * W) + ppos[:, None, :]  # [A, C, ds²]
+        if colour:
+            tint = colours[:, 1:, :].to(device)[active.cpu() if device.type != "cpu" else active]
+            pvals3 = (pvals[:, None, :].int() * tint.to(torch.int32)[:, :, None] // 255).to(torch.int16)
+        else:
+            pvals3 = pvals[:, None, :]
+        canvas.index_put_((pindex.reshape(-1),), pvals3.expand_as(pindex).reshape(-1), accumulate=True)
+
+    images = out if out is not None else torch.empty((n, C, H, W), dtype=torch.uint8, device=device)
+    images.view(-1).copy_(canvas.clamp_(max=255))
+    box = boxes[target] + torch.stack([ox, oy, ox, oy], dim=1).float()
+    centers = torch.stack(
+        [(box[:, 0] + box[:, 2]) / W - 1.0, (box[:, 1] + box[:, 3]) / H - 1.0], dim=1
+    )
+    return CanvasBatch(images, labels[target], centers, box, count.to(torch.int16))

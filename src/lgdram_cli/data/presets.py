@@ -1,0 +1,62 @@
+"""Dataset presets: one recipe file per task of the papers, shipped in the wheel.
+
+`--dataset` accepts a generator name (`mcmnist`), a preset name (`mcmnist-100`) or a path to
+a recipe file (TOML/JSON/YAML). A recipe is a dataset spec: `type` plus parameters; its
+first comment line is its description.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from lgdram_cli.errors import unknown_name
+from lgdram_cli.registry import DATASETS
+from lgdram_cli.specs import read_spec_file
+
+SUFFIXES = (".toml", ".json", ".yaml", ".yml")
+
+
+def preset_dir() -> Path:
+    """Installed wheels carry the presets as package data; a source checkout has `datasets/`."""
+    packaged = Path(str(resources.files("lgdram_cli") / "presets"))
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[3] / "datasets"
+
+
+def presets() -> dict[str, Path]:
+    directory = preset_dir()
+    return {p.stem: p for p in sorted(directory.glob("*.toml"))} if directory.is_dir() else {}
+
+
+def describe(path: Path) -> str:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def resolve_dataset(name: str) -> dict[str, Any]:
+    """The dataset spec (a dict with `type`) that `--dataset NAME` stands for."""
+    path = Path(name)
+    if path.suffix in SUFFIXES and (path.exists() or "/" in name or "\\" in name):
+        return read_spec_file(path)
+    found = presets()
+    if name in found:
+        return read_spec_file(found[name])
+    if name in DATASETS.names():
+        return {"type": name}
+    raise unknown_name("dataset", name, set(found) | set(DATASETS.names()))
+
+
+def make_generator(spec: dict[str, Any], where: str = "dataset") -> Any:
+    """Two-stage validation: `type` picks the registry entry, its Config validates the rest."""
+    from lgdram_cli.errors import UserError
+    from lgdram_cli.specs import validate
+
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise UserError(f"the {where} spec needs a 'type' (a generator name such as 'mcmnist')")
+    cls = DATASETS.get(str(spec["type"]))
+    return cls(validate(cls.Config, spec, where=where))

@@ -1,0 +1,179 @@
+"""Digit sources: where the 28×28 digits that canvases are built from come from.
+
+`mnist`        full MNIST (60k train / 10k test) from IDX files: `$LGDRAM_DATA`, the user
+               cache, or downloaded there on first use (mirrors: `$LGDRAM_MNIST_MIRRORS`).
+               When it is neither on disk nor downloadable, lgdram falls back to
+               `mnist-mini` with a warning and records the source actually used.
+`mnist-mini`   4,000 train / 1,000 test real MNIST training digits bundled with lgdram.
+`fashion-mnist` Fashion-MNIST IDX (Debian's `dataset-fashion-mnist` is detected).
+`idx:DIR`      any directory holding `train-*`/`t10k-*` IDX files in the MNIST naming.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from lgdram_cli.data import idx
+from lgdram_cli.data.download import DownloadUnavailable, download
+from lgdram_cli.errors import UserError, unknown_name
+
+SPLITS = ("train", "test")
+FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+# Published MD5 sums of the gzip files, used to verify downloads.
+MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+FASHION_MD5 = {
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+FASHION_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
+DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+NAMES = ("mnist", "mnist-mini", "fashion-mnist", "idx:DIR")
+
+
+class SourceFallbackWarning(UserWarning):
+    """The requested digit source was unavailable and another one was used."""
+
+
+@dataclass(frozen=True)
+class DigitSet:
+    """One split of a digit source, as arrays ready for canvas generation."""
+
+    images: np.ndarray  # uint8 [N, 28, 28]
+    labels: np.ndarray  # int64 [N]
+    source: str  # the source actually used (after any fallback)
+    split: str
+    sha256: str  # of the decompressed image + label bytes: identifies the digits exactly
+
+    @property
+    def classes(self) -> int:
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lgdram"
+
+
+def mirrors(env: str, defaults: tuple[str, ...]) -> list[str]:
+    """Mirror base URLs: a comma-separated env variable overrides the built-in list."""
+    value = os.environ.get(env, "").strip()
+    return [m.strip() for m in value.split(",") if m.strip()] if value else list(defaults)
+
+
+def load_digits(source: str, split: str) -> DigitSet:
+    """The digits of `split` from `source` (see the module docstring for names)."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split '{split}'; use 'train' or 'test'")
+    return _load_cached(source, split, os.environ.get("LGDRAM_DATA", ""))
+
+
+@lru_cache(maxsize=16)
+def _load_cached(source: str, split: str, _data_env: str) -> DigitSet:
+    if source.startswith("idx:"):
+        directory = Path(source[4:]).expanduser()
+        if not directory.is_dir():
+            raise UserError(f"digit source {source}: {directory} is not a directory")
+        return _read_split(directory, split, source)
+    if source == "mnist-mini":
+        return _mnist_mini(split)
+    if source == "mnist":
+        directory = _find_or_download("mnist", MNIST_MD5, "LGDRAM_MNIST_MIRRORS", MNIST_MIRRORS)
+        if directory is None:
+            warnings.warn(
+                "full MNIST is not on disk and could not be downloaded; using the bundled "
+                "'mnist-mini' (4,000 train / 1,000 test digits) instead. Put MNIST's IDX files "
+                "in $LGDRAM_DATA to use it offline.",
+                SourceFallbackWarning,
+                stacklevel=3,
+            )
+            return _mnist_mini(split)
+        return _read_split(directory, split, "mnist")
+    if source == "fashion-mnist":
+        directory = _find_or_download(
+            "fashion-mnist", FASHION_MD5, "LGDRAM_FASHION_MIRRORS", FASHION_MIRRORS, DEBIAN_FASHION_DIR
+        )
+        if directory is None:
+            raise UserError(
+                "Fashion-MNIST is not on disk and could not be downloaded; install it with "
+                "'apt-get install dataset-fashion-mnist' or put its IDX files in $LGDRAM_DATA/fashion-mnist"
+            )
+        return _read_split(directory, split, "fashion-mnist")
+    raise unknown_name("digit source", source, NAMES)
+
+
+def _has_files(directory: Path) -> bool:
+    return all(_locate(directory, name) is not None for pair in FILES.values() for name in pair)
+
+
+def _locate(directory: Path, gz_name: str) -> Path | None:
+    """The file `gz_name` in `directory`, compressed or not."""
+    for candidate in (directory / gz_name, directory / gz_name.removesuffix(".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _find_or_download(
+    name: str, md5: dict[str, str], mirror_env: str, default_mirrors: tuple[str, ...], *extra: Path
+) -> Path | None:
+    """A directory with all four IDX files of `name`, downloading into the cache if needed."""
+    env = os.environ.get("LGDRAM_DATA")
+    candidates = [Path(env) / name, Path(env)] if env else []
+    candidates += [*extra, cache_dir() / name]
+    for directory in candidates:
+        if _has_files(directory):
+            return directory
+    target = cache_dir() / name
+    try:
+        for filename, digest in md5.items():
+            if _locate(target, filename) is None:
+                download(filename, mirrors(mirror_env, default_mirrors), target / filename, digest)
+    except DownloadUnavailable:
+        return None
+    return target
+
+
+def _read_split(directory: Path, split: str, source: str) -> DigitSet:
+    image_name, label_name = FILES[split]
+    image_path, label_path = _locate(directory, image_name), _locate(directory, label_name)
+    if image_path is None or label_path is None:
+        raise UserError(
+            f"digit source {source}: {directory} has no {split} split "
+            f"(expected {image_name} and {label_name}, gzipped or not)"
+        )
+    image_bytes, label_bytes = idx.read_bytes(image_path), idx.read_bytes(label_path)
+    images = idx.parse_images(image_bytes, image_path)
+    labels = idx.parse_labels(label_bytes, label_path)
+    if len(images) != len(labels):
+        raise UserError(f"{image_path} has {len(images)} images but {label_path} has {len(labels)} labels")
+    if images.shape[1:] != (28, 28):
+        raise UserError(f"{image_path} holds {images.shape[1]}×{images.shape[2]} images; lgdram needs 28×28")
+    digest = hashlib.sha256(image_bytes + label_bytes).hexdigest()
+    return DigitSet(images.copy(), labels.astype(np.int64), source, split, digest)
+
+
+def _mnist_mini(split: str) -> DigitSet:
+    directory = Path(str(resources.files("lgdram_cli.data") / "mnist_mini"))
+    return _read_split(directory, split, "mnist-mini")

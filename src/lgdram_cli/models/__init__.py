@@ -1,0 +1,1 @@
+"""Models: the retina, the attention models (RAM, DRAM) and whole-image baselines."""

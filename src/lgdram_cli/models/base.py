@@ -1,0 +1,58 @@
+"""The model plugin contract (entry-point group `lgdram.models`).
+
+Conventions every model honours:
+- input: float32 images [B, C, H, W] with values in [0, 1];
+- locations are (x, y) in [-1, 1], x horizontal, the `grid_sample` (align_corners=False)
+  convention: pixel column i of W has centre x = (2i + 1) / W - 1;
+- `forward` returns a `ModelOutput`; attention models fill the policy fields, whole-image
+  classifiers leave them None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from lgdram_cli import PLUGIN_API_VERSION
+from lgdram_cli.specs import StrictModel
+
+
+class ModelConfig(StrictModel):
+    """Base of every model config: `type` names the registry entry."""
+
+    type: str
+
+
+@dataclass
+class ModelOutput:
+    """What a forward pass returns. T = number of glimpses, P = number of policy decisions."""
+
+    logits: torch.Tensor  # [B, classes]: the final prediction
+    step_logits: torch.Tensor | None = None  # [B, T, classes]: prediction after each glimpse
+    locations: torch.Tensor | None = None  # [B, T, 2]: where each glimpse was taken (no grad)
+    means: torch.Tensor | None = None  # [B, P, 2]: policy means (grad → location net, core)
+    log_probs: torch.Tensor | None = None  # [B, P]: log π(l) of the locations taken (grad via means only)
+    baselines: torch.Tensor | None = None  # [B, P]: predicted reward (grad → baseline net only)
+
+
+class Model(nn.Module):
+    """Base class of every registered model."""
+
+    plugin_api_version: ClassVar[int] = PLUGIN_API_VERSION
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    description: ClassVar[str] = ""
+    #: False for models that cannot be unrolled into a static ONNX/torch.export graph.
+    exportable: ClassVar[bool] = True
+
+    def __init__(self, config: ModelConfig, *, channels: int, size: tuple[int, int], classes: int) -> None:
+        super().__init__()
+        self.config = config
+        self.channels = channels
+        self.size = size
+        self.classes = classes
+
+    def forward(self, images: torch.Tensor, deterministic: bool = False) -> ModelOutput:  # pragma: no cover
+        raise NotImplementedError
