@@ -97,21 +97,22 @@ def compose(
     target, oy, ox, count, src, cy, cx, py, px = (
         t.to(device) for t in (target, oy, ox, count, src, cy, cx, py, px)
     )
-    flat_digits = digits.reshape(D, DIGIT * DIGIT)
-    canvas = torch.zeros(n * C * H * W, dtype=torch.int16, device=device)
+    flat_digits = digits.reshape(-1)  # uint8 [D*784]
+    HW = H * W
+    canvas = torch.zeros(n * C * HW, dtype=torch.int16, device=device)
     plane = torch.arange(n, device=device)[:, None] * C + torch.arange(C, device=device)  # [n, C]
 
-    # ---- target digit: written first onto a blank canvas, so plain assignment suffices
+    # ---- target digit: written first onto a blank canvas, so a plain scatter suffices
     r = torch.arange(DIGIT, device=device)
     offs = (r[:, None] * W + r[None, :]).reshape(-1)  # [784] offsets inside a canvas
-    pos = (oy * W + ox)[:, None] + offs  # [n, 784]
-    vals = flat_digits[target].to(torch.int16)  # [n, 784]
-    index = plane[:, :, None] * (H * W) + pos[:, None, :]  # [n, C, 784]
+    digit_offs = r.repeat_interleave(DIGIT) * DIGIT + r.repeat(DIGIT)  # [784] inside a digit
+    vals = flat_digits.index_select(0, (target * (DIGIT * DIGIT))[:, None].add(digit_offs).view(-1))
+    vals = vals.view(n, 1, DIGIT * DIGIT).to(torch.int16)  # [n, 1, 784]
+    index = (plane * HW)[:, :, None] + (oy * W + ox)[:, None, None] + offs  # [n, C, 784]
     if colour:
         tint = colours[:, 0, :].to(device=device, dtype=torch.int16)  # [n, 3]
-        canvas[index] = (vals[:, None, :].int() * tint[:, :, None] // 255).to(torch.int16)
-    else:
-        canvas[index] = vals[:, None, :]
+        vals = (vals.int() * tint[:, :, None] // 255).to(torch.int16)
+    canvas.scatter_(0, index.view(-1), vals.expand(n, C, DIGIT * DIGIT).reshape(-1))
 
     # ---- distractors: only the active slots, summed onto the canvas
     if K > 0:
@@ -120,16 +121,14 @@ def compose(
         patch_offs = (q[:, None] * DIGIT + q[None, :]).reshape(-1)  # [ds²] inside a digit
         canvas_offs = (q[:, None] * W + q[None, :]).reshape(-1)  # [ds²] inside a canvas
         img = torch.arange(n, device=device)[:, None].expand(n, K)[active]  # [A]
-        start = (cy * DIGIT + cx)[active]
-        pvals = flat_digits[src[active][:, None], start[:, None] + patch_offs].to(torch.int16)
-        ppos = (py * W + px)[active][:, None] + canvas_offs  # [A, ds²]
-        pindex = plane[img][:, :, None] * (H * W) + ppos[:, None, :]  # [A, C, ds²]
+        start = (src * (DIGIT * DIGIT) + cy * DIGIT + cx)[active]
+        pvals = flat_digits.index_select(0, start[:, None].add(patch_offs).view(-1))
+        pvals = pvals.view(-1, 1, ds * ds).to(torch.int16)  # [A, 1, ds²]
+        pindex = (plane[img] * HW)[:, :, None] + (py * W + px)[active][:, None, None] + canvas_offs
         if colour:
-            tint = colours[:, 1:, :].to(device)[active.cpu() if device.type != "cpu" else active]
-            pvals3 = (pvals[:, None, :].int() * tint.to(torch.int32)[:, :, None] // 255).to(torch.int16)
-        else:
-            pvals3 = pvals[:, None, :]
-        canvas.index_put_((pindex.reshape(-1),), pvals3.expand_as(pindex).reshape(-1), accumulate=True)
+            tint = colours[:, 1:, :].to(device)[active.to(colours.device)].to(torch.int32)  # [A, 3]
+            pvals = (pvals.int() * tint[:, :, None] // 255).to(torch.int16)
+        canvas.scatter_add_(0, pindex.view(-1), pvals.expand(-1, C, ds * ds).reshape(-1))
 
     images = out if out is not None else torch.empty((n, C, H, W), dtype=torch.uint8, device=device)
     images.view(-1).copy_(canvas.clamp_(max=255))
