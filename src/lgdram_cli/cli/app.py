@@ -46,11 +46,13 @@ def root(
 
 def _register() -> None:
     # Command modules import torch lazily, inside the commands, so `--help` stays fast.
-    from lgdram_cli.cli import bench, gen_data, plugins_cmd
+    from lgdram_cli.cli import bench, gen_data, plugins_cmd, train_cmd, visualize_cmd
 
     gen_data.register(app)
     plugins_cmd.register(app)
     bench.register(app)
+    train_cmd.register(app)
+    visualize_cmd.register(app)
 
 
 _register()

@@ -1,0 +1,159 @@
+"""The three export formats of `lgdram export`.
+
+`onnx`   the deterministic policy (mean locations, fixed glimpse count) unrolled into one
+         graph: images [batch, C, H, W] float in [0, 1] → logits [batch, classes],
+         locations [batch, T, 2]; dynamic batch size.
+`pt2`    the same function as a `torch.export` program (`torch.export.load` reads it).
+`folder` model.safetensors + config.json (resolved spec) + README.md model card + sample GIF.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from lgdram_cli.errors import UserError
+from lgdram_cli.training.runs import LoadedRun
+
+FORMATS = ("onnx", "pt2", "folder")
+ONNX_OPSET = 17
+
+
+class Policy(torch.nn.Module):
+    """The deployable function: images → (class logits, glimpse locations), no sampling."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(images, deterministic=True)
+        locations = out.locations if out.locations is not None else images.new_zeros(images.shape[0], 0, 2)
+        return out.logits, locations
+
+
+def example_input(run: LoadedRun, n: int = 2) -> torch.Tensor:
+    return torch.rand(n, run.model.channels, *run.model.size, generator=torch.Generator().manual_seed(0))
+
+
+def check_exportable(run: LoadedRun) -> None:
+    if not getattr(run.model, "exportable", True):
+        raise UserError(
+            f"model '{run.model.config.type}' declares itself not exportable (it has data-dependent control flow); "
+            "use --format folder"
+        )
+
+
+def _atomic_output(out: Path, force: bool, write: Callable[[Path], None], is_dir: bool = False) -> None:
+    """Write into a temp path beside `out`, then swap it into place (no partial outputs)."""
+    if out.exists() and not force:
+        raise UserError(f"{out} already exists; pass --force to replace it")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write {out}: folder {parent} does not exist or is not writable")
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.")) if is_dir else None
+    if tmp is None:
+        fd, name = tempfile.mkstemp(dir=parent, prefix=f".{out.name}.", suffix=out.suffix)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o755 if is_dir else 0o644)
+        if out.is_dir():
+            shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
+        os.replace(tmp, out)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def export_onnx(run: LoadedRun, out: Path, force: bool = False) -> None:
+    check_exportable(run)
+    policy = Policy(run.model).eval()
+
+    def write(tmp: Path) -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's notes on constants: our tests check numerics
+                torch.onnx.export(
+                    policy, (example_input(run),), str(tmp), input_names=["images"],
+                    output_names=["logits", "locations"], opset_version=ONNX_OPSET, dynamo=False,
+                    dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}, "locations": {0: "batch"}},
+                )
+        except Exception as exc:
+            raise UserError(f"model '{run.model.config.type}' cannot be exported to ONNX: {exc}".splitlines()[0]) from exc
+
+    _atomic_output(out, force, write)
+
+
+def export_pt2(run: LoadedRun, out: Path, force: bool = False) -> None:
+    check_exportable(run)
+    policy = Policy(run.model).eval()
+
+    def write(tmp: Path) -> None:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        try:
+            program = torch.export.export(policy, (example_input(run),), dynamic_shapes=({0: batch},))
+        except Exception as exc:
+            raise UserError(f"model '{run.model.config.type}' cannot be exported with torch.export: {exc}".splitlines()[0]) from exc
+        torch.export.save(program, str(tmp))
+
+    _atomic_output(out, force, write)
+
+
+def export_folder(run: LoadedRun, out: Path, force: bool = False, gif_samples: int = 9) -> None:
+    """model.safetensors (with the checkpoint's metadata), config.json, README.md, sample.gif."""
+    from lgdram_cli.training.checkpoint import save_checkpoint
+    from lgdram_cli.viz.glimpses import glimpse_gif
+
+    def write(tmp: Path) -> None:
+        save_checkpoint(tmp / "model.safetensors", run.model, run.spec, run.step, run.metrics)
+        (tmp / "config.json").write_text(json.dumps(run.spec, indent=2, sort_keys=True) + "\n")
+        gif = None
+        if run.model.__class__.__name__ and getattr(run.model, "retina", None) is not None:
+            batch = run.generator.generate(gif_samples, "test", int(run.spec.get("eval_seed", 1)))
+            glimpse_gif(run.model, batch, tmp / "sample.gif")
+            gif = "sample.gif"
+        (tmp / "README.md").write_text(model_card(run, gif))
+
+    _atomic_output(out, force, write, is_dir=True)
+
+
+def model_card(run: LoadedRun, gif: str | None) -> str:
+    spec, m = run.spec, run.metrics
+    ds = spec.get("dataset", {})
+    model = spec.get("model", {})
+    acc = f"{100 * m['accuracy']:.2f} %" if "accuracy" in m else "not evaluated"
+    loc = f"{m['location_error_px']:.2f} px" if m.get("location_error_px") is not None else "n/a"
+    lines = [
+        f"# lgdram model: {model.get('type', '?')} on {ds.get('type', '?')}",
+        "",
+        "Exported by `lgdram export --format folder`. Load with `lgdram eval model.safetensors`.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| model | `{json.dumps(model, sort_keys=True)}` |",
+        f"| dataset | `{json.dumps(ds, sort_keys=True)}` |",
+        f"| location annotations | {100 * float(spec.get('annotations', 0)):.2f} % of training images |",
+        f"| training steps | {run.step} (batch {spec.get('batch_size')} × {spec.get('mc')} Monte-Carlo replicas) |",
+        f"| test accuracy | {acc} on {m.get('n', '?')} held-out canvases (digits never seen in training) |",
+        f"| mean location error | {loc} |",
+        f"| loss | `{json.dumps(spec.get('loss', {}), sort_keys=True)}` |",
+        "",
+        "Digits: MNIST (LeCun, Cortes, Burges), CC BY-SA 3.0.",
+        "",
+    ]
+    if gif:
+        lines += ["## Where it looks", "", f"![glimpses]({gif})", ""]
+    return "\n".join(lines)

@@ -1,0 +1,46 @@
+"""Recurrent cores behind one interface, so RAM and DRAM can swap them by name.
+
+A core maps (input, state) → (output, state). The state is a tuple of tensors — (h, c) for the
+LSTM, (h,) for the others — and `output` is always the hidden vector h, which is what the
+location, baseline and classifier heads read.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+CoreName = Literal["lstm", "rnn", "gru"]
+State = tuple[torch.Tensor, ...]
+
+
+class Core(nn.Module):
+    """One recurrent layer: `lstm` (nn.LSTMCell), `rnn` (Mnih et al.: h' = ReLU(W·h + U·x)) or `gru`."""
+
+    def __init__(self, kind: CoreName, input_size: int, hidden: int) -> None:
+        super().__init__()
+        self.kind, self.hidden = kind, hidden
+        if kind == "lstm":
+            self.cell: nn.Module = nn.LSTMCell(input_size, hidden)
+        elif kind == "rnn":
+            # one fused kernel computing ReLU(W_ih·x + b_ih + W_hh·h + b_hh)
+            self.cell = nn.RNNCell(input_size, hidden, nonlinearity="relu")
+        elif kind == "gru":
+            self.cell = nn.GRUCell(input_size, hidden)
+        else:
+            raise ValueError(f"unknown core '{kind}'; use lstm, rnn or gru")
+
+    def init_state(self, batch: int, like: torch.Tensor, h: torch.Tensor | None = None) -> State:
+        """Zero state, or one whose hidden vector is `h` (DRAM's context initialises the top layer)."""
+        if h is None:
+            h = like.new_zeros(batch, self.hidden)
+        return (h, torch.zeros_like(h)) if self.kind == "lstm" else (h,)
+
+    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        if self.kind == "lstm":
+            h, c = self.cell(x, state)
+            return h, (h, c)
+        h = self.cell(x, state[0])
+        return h, (h,)

@@ -1,0 +1,184 @@
+"""RAM, the recurrent attention model of Mnih et al. (2014), and the parts DRAM shares with it.
+
+One step: retina patches at l_t → glimpse network → recurrent core → h_t; the location
+network reads h_t and proposes l_{t+1} ~ N(tanh(W·h_t), σ²). The first glimpse is taken at the
+image centre (0, 0), deterministically, so RAM makes P = T − 1 policy decisions.
+
+Gradient rules (the usual bugs of public RAM code, avoided on purpose):
+- a sampled location is detached before it is fed to the next glimpse, so the policy gradient
+  reaches the location network only through log π(l) = log N(l; mean, σ²);
+- the baseline reads the core state detached, so it learns only from its own regression;
+- the classifier reads the core state and trains the core and glimpse network.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import model_validator
+from torch import nn
+
+from lgdram_cli.errors import UserError
+from lgdram_cli.models.base import Model, ModelConfig, ModelOutput
+from lgdram_cli.models.cores import Core, CoreName
+from lgdram_cli.models.retina import Retina
+
+#: Largest patch side allowed, as a multiple of the larger canvas side.
+MAX_PATCH_OVER_CANVAS = 4
+
+
+class AttentionConfig(ModelConfig):
+    """Hyper-parameters shared by RAM and DRAM (defaults: Mnih et al.'s 60×60 cluttered setup)."""
+
+    type: str = "ram"
+    glimpses: int = 6
+    glimpse_size: int = 12
+    scales: int = 3
+    scale_factor: int = 2
+    hidden: int = 256
+    glimpse_hidden: int = 128
+    loc_std: float = 0.11
+    sensor: Literal["fc", "conv"] = "fc"
+    core: CoreName = "lstm"
+
+    @model_validator(mode="after")
+    def _check(self) -> AttentionConfig:
+        for name in ("glimpses", "glimpse_size", "scales", "scale_factor", "hidden", "glimpse_hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not (self.loc_std > 0 and math.isfinite(self.loc_std)):
+            raise ValueError(f"loc_std must be a positive number, got {self.loc_std}")
+        if self.loc_std > 2:
+            raise ValueError(f"loc_std {self.loc_std} exceeds the whole [-1, 1] location range; use <= 2")
+        return self
+
+
+class GlimpseNetwork(nn.Module):
+    """g = ReLU(A·what(patches) + B·where(l)), what/where each one ReLU layer of `glimpse_hidden`.
+
+    sensor="fc": `what` is a linear layer on the flattened patches; sensor="conv": two small
+    convolutions (16, 32 channels, the second with stride 2) then a linear projection.
+    """
+
+    def __init__(self, in_channels: int, size: int, glimpse_hidden: int, hidden: int, sensor: str) -> None:
+        super().__init__()
+        if sensor == "fc":
+            self.what: nn.Module = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * size * size, glimpse_hidden))
+        else:
+            half = (size + 1) // 2
+            self.what = nn.Sequential(
+                nn.Conv2d(in_channels, 16, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(16, 32, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Flatten(),
+                nn.Linear(32 * half * half, glimpse_hidden),
+            )
+        self.where = nn.Linear(2, glimpse_hidden)
+        self.what_out = nn.Linear(glimpse_hidden, hidden)
+        self.where_out = nn.Linear(glimpse_hidden, hidden, bias=False)  # one bias is enough
+
+    def forward(self, patches: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        what = self.what_out(F.relu(self.what(patches)))
+        where = F.relu(self.where(loc))
+        return F.relu(torch.addmm(what, where, self.where_out.weight.t()))
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: float) -> torch.Tensor:
+    """log N(x; mean, std²) summed over the last axis (= Normal(mean, std).log_prob(x).sum(-1))."""
+    const = math.log(std) + 0.5 * math.log(2 * math.pi)
+    return (-((x - mean) ** 2) / (2 * std * std) - const).sum(-1)
+
+
+class AttentionModel(Model):
+    """Shared parts of RAM and DRAM: retina, glimpse network, location/baseline/classifier heads."""
+
+    Config: ClassVar[type[AttentionConfig]] = AttentionConfig
+    config: AttentionConfig
+
+    def __init__(self, config: AttentionConfig, *, channels: int, size: tuple[int, int], classes: int) -> None:
+        super().__init__(config, channels=channels, size=size, classes=classes)
+        c = config
+        widest = c.glimpse_size * c.scale_factor ** (c.scales - 1)
+        if widest > MAX_PATCH_OVER_CANVAS * max(size):
+            raise UserError(
+                f"the largest glimpse patch is {widest} px wide (glimpse_size {c.glimpse_size} × "
+                f"scale_factor {c.scale_factor}^{c.scales - 1}), more than {MAX_PATCH_OVER_CANVAS}× the "
+                f"{size[0]}x{size[1]} canvas; lower scales, scale_factor or glimpse_size"
+            )
+        self.retina = Retina(c.glimpse_size, c.scales, c.scale_factor)
+        self.glimpse = GlimpseNetwork(channels * c.scales, c.glimpse_size, c.glimpse_hidden, c.hidden, c.sensor)
+        self.locator = nn.Linear(c.hidden, 2)  # mean = tanh(locator(h))
+        self.baseline = nn.Linear(c.hidden, 1)  # reads detached states only
+        self.classifier = nn.Linear(c.hidden, classes)
+
+    def _noise(self, n: int, steps: int, like: torch.Tensor, deterministic: bool) -> torch.Tensor | None:
+        """All exploration noise of a forward pass, drawn at once (σ·ε, [n, steps, 2])."""
+        if deterministic or steps == 0:
+            return None
+        return torch.randn(n, steps, 2, device=like.device, dtype=like.dtype) * self.config.loc_std
+
+    @staticmethod
+    def _act(mean: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        """The location actually used: the mean, or a clamped sample; detached either way."""
+        mean = mean.detach()
+        return mean if noise is None else (mean + noise).clamp(-1.0, 1.0)
+
+    def _output(
+        self,
+        states: list[torch.Tensor],
+        decision_states: list[torch.Tensor],
+        means: list[torch.Tensor],
+        locations: list[torch.Tensor],
+        chosen: torch.Tensor,
+    ) -> ModelOutput:
+        """Heads applied to all steps at once (one matmul each, not one per step)."""
+        step_logits = self.classifier(torch.stack(states, dim=1))  # [n, T, classes]
+        n = step_logits.shape[0]
+        if means:
+            mean = torch.stack(means, dim=1)  # [n, P, 2]
+            baselines = self.baseline(torch.stack(decision_states, dim=1).detach()).squeeze(-1)
+        else:  # a single-glimpse RAM makes no decision
+            mean = step_logits.new_zeros(n, 0, 2)
+            baselines = step_logits.new_zeros(n, 0)
+        return ModelOutput(
+            logits=step_logits[:, -1],
+            step_logits=step_logits,
+            locations=torch.stack(locations, dim=1),
+            means=mean,
+            log_probs=gaussian_log_prob(chosen, mean, self.config.loc_std),
+            baselines=baselines,
+        )
+
+
+class RAM(AttentionModel):
+    """Recurrent attention model (Mnih et al. 2014): one core, first glimpse at the centre."""
+
+    description: ClassVar[str] = "recurrent attention model (Mnih et al. 2014), first glimpse at the centre"
+
+    def __init__(self, config: AttentionConfig, *, channels: int, size: tuple[int, int], classes: int) -> None:
+        super().__init__(config, channels=channels, size=size, classes=classes)
+        self.core = Core(config.core, config.hidden, config.hidden)
+
+    def forward(self, images: torch.Tensor, deterministic: bool = False, replicas: int = 1) -> ModelOutput:
+        """`images` [B, C, H, W]; with `replicas` M every image is run M times (rows r·M … r·M+M−1)."""
+        T = self.config.glimpses
+        n = images.shape[0] * replicas
+        sensed = self.retina.prepare(images)  # the pyramid is built for the B distinct images only
+        noise = self._noise(n, T - 1, images, deterministic)
+        loc = images.new_zeros(n, 2)  # first glimpse: the image centre
+        state = self.core.init_state(n, images)
+        states, means, locations = [], [], [loc]
+        for t in range(T):
+            g = self.glimpse(self.retina.glimpse(sensed, loc, replicas), loc)
+            h, state = self.core(g, state)
+            states.append(h)
+            if t < T - 1:
+                means.append(torch.tanh(self.locator(h)))
+                loc = self._act(means[-1], None if noise is None else noise[:, t])
+                locations.append(loc)
+        chosen = torch.stack(locations[1:], dim=1) if T > 1 else images.new_zeros(n, 0, 2)
+        return self._output(states, states[:-1], means, locations, chosen)

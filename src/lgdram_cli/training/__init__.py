@@ -1,0 +1,1 @@
+"""Training: the run spec, the training loop, evaluation, checkpoints, distributed set-up."""

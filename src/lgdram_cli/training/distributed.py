@@ -1,0 +1,67 @@
+"""Distributed data parallel set-up: the same `lgdram train` runs under `torchrun`.
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; each process then trains on its own slice of
+the sample stream, gradients are averaged by DistributedDataParallel (NCCL on GPUs, gloo on
+CPU), and only rank 0 writes checkpoints and metrics.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(device: torch.device) -> tuple[World, torch.device]:
+    """Join the process group when launched by torchrun; return the world and this process's device."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World(), device
+    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return world, device
+
+
+def teardown(world: World) -> None:
+    if world.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
+    if not world.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    # Some loss mixes leave parts unused (e.g. no policy term → the location net); let DDP cope.
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+
+def mean(value: float, world: World, device: torch.device) -> float:
+    """The mean of a scalar over all processes (for logging)."""
+    if not world.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item()) / world.size

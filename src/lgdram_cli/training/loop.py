@@ -1,0 +1,302 @@
+"""The training loop: hybrid REINFORCE + classification + location-guidance loss, with Adam.
+
+One step: a batch of B images (generated or read), each replicated M times for the
+Monte-Carlo policy-gradient estimate; forward with sampled glimpse locations; hybrid loss;
+backward; global-norm clip; Adam step with an exponentially decaying learning rate.
+Evaluation (deterministic policy) and checkpoints every `eval_every` steps; metrics as
+JSON lines beside the checkpoint. Everything depends only on (spec, seed, step), so an
+interrupted run resumed with `--resume` ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lgdram_cli.data.canvas import CanvasBatch
+from lgdram_cli.data.generators import DatasetGenerator
+from lgdram_cli.data.h5io import CanvasFile
+from lgdram_cli.data.presets import make_generator
+from lgdram_cli.errors import RunFailure, UserError
+from lgdram_cli.losses import HybridLoss, LossBatch
+from lgdram_cli.models.base import Model
+from lgdram_cli.registry import MODELS
+from lgdram_cli.specs import validate
+from lgdram_cli.training import checkpoint as ckpt
+from lgdram_cli.training import distributed
+from lgdram_cli.training.evaluate import evaluate
+from lgdram_cli.training.feed import FileFeed, OnTheFlyFeed, check_file_matches
+from lgdram_cli.training.spec import TrainSpec
+
+THRESHOLDS = (0.5, 0.8, 0.9)
+
+
+def build_model(model_spec: dict[str, Any], channels: int, size: tuple[int, int], classes: int) -> Model:
+    """Two-stage: `type` picks the registry entry, its Config validates the parameters."""
+    if "type" not in model_spec:
+        raise UserError("the model spec needs a 'type' (e.g. ram or dram)")
+    cls = MODELS.get(str(model_spec["type"]))
+    return cls(validate(cls.Config, model_spec, where="model"), channels=channels, size=size, classes=classes)
+
+
+@dataclass
+class Setup:
+    """The parts a spec describes, validated and built."""
+
+    spec: TrainSpec
+    generator: DatasetGenerator
+    model: Model
+    loss: HybridLoss
+    channels: int
+    size: tuple[int, int]
+    classes: int
+
+    def resolved(self) -> dict[str, Any]:
+        """The fully resolved spec (every default filled in) stored with every output."""
+        out = self.spec.model_dump(mode="json")
+        out["dataset"] = self.generator.resolved_config()
+        out["model"] = self.model.config.model_dump(mode="json")
+        out["loss"] = {name: term.config.model_dump(mode="json") for name, term in self.loss.terms.items()}
+        return out
+
+    def gamma(self, step: int) -> float | None:
+        """The location-guidance weight at `step` (None without a location term)."""
+        term = self.loss.terms.get("location")
+        return term.gamma(step) if term is not None and hasattr(term, "gamma") else None
+
+
+def build(spec: TrainSpec) -> Setup:
+    generator = make_generator(spec.dataset)
+    channels, size, classes = generator.channels, tuple(generator.size), generator.classes
+    model = build_model(spec.model, channels, size, classes)
+    loss = HybridLoss(spec.loss)
+    if spec.mc < 2 and "rloo" in loss.terms:
+        raise UserError("the 'rloo' loss needs --mc 2 or more: its baseline is the other replicas' mean reward")
+    return Setup(spec, generator, model, loss, channels, size, classes)
+
+
+def load_test_set(setup: Setup) -> CanvasBatch:
+    spec = setup.spec
+    if spec.test_data:
+        file = CanvasFile(spec.test_data)
+        check_file_matches(file, setup.channels, setup.size, "the model")
+        data, _ = file.read(slice(0, min(spec.eval_n, file.n)))
+        return data
+    return setup.generator.generate(spec.eval_n, "test", spec.eval_seed)
+
+
+def learning_rate(spec: TrainSpec, step: int) -> float:
+    o = spec.optim
+    return max(o.lr_min, o.lr * o.lr_decay ** (step // o.decay_every))
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    if "cpu" in state:
+        torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+class MetricsLog:
+    """Appends JSON lines to run.metrics.jsonl and tracks steps-to-accuracy thresholds."""
+
+    def __init__(self, path: Path, resume: bool, enabled: bool) -> None:
+        self.path, self.enabled = path, enabled
+        self.reached: dict[str, int] = {}
+        if enabled and resume and path.exists():
+            for line in path.read_text().splitlines():
+                record = json.loads(line)
+                self.reached.update(record.get("steps_to", {}))
+        elif enabled:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("")
+
+    def eval(self, step: int, metrics: dict[str, Any]) -> None:
+        for t in THRESHOLDS:
+            key = f"{round(t * 100)}%"
+            if key not in self.reached and metrics["accuracy"] >= t:
+                self.reached[key] = step
+        metrics["steps_to"] = dict(self.reached)
+        self.write({"kind": "eval", "step": step, **metrics})
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def train(
+    spec: TrainSpec,
+    out: Path,
+    *,
+    device: torch.device,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Run (or continue) a training run; return the final evaluation metrics."""
+    world, device = distributed.setup(device)
+    try:
+        return _train(spec, out, device, world, resume, log, progress)
+    finally:
+        distributed.teardown(world)
+
+
+def _train(
+    spec: TrainSpec, out: Path, device: torch.device, world: distributed.World, resume: bool,
+    log: Callable[[str], None], progress: Any,
+) -> dict[str, Any]:
+    torch.manual_seed(spec.seed * 1000 + world.rank)
+    setup = build(spec)
+    model = setup.model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec.optim.lr)
+    start = 0
+    if resume:
+        previous = ckpt.load_checkpoint(out)
+        _check_resumable(previous.spec, setup, out)
+        ckpt.load_weights(model, previous)
+        rng = ckpt.load_training_state(ckpt.optim_path(out), optimizer, previous.step)
+        _set_rng_state(rng, device)
+        start = previous.step
+        log(f"resuming {out} at step {start}")
+    if spec.data:
+        file = CanvasFile(spec.data)
+        check_file_matches(file, setup.channels, setup.size, "the model")
+        feed: OnTheFlyFeed | FileFeed = FileFeed(file, spec.seed, spec.annotations, spec.batch_size, world.size)
+    else:
+        feed = OnTheFlyFeed(setup.generator, spec.seed, spec.annotations, spec.batch_size, world.size)
+    test_set = load_test_set(setup) if world.is_main else None
+    resolved = setup.resolved()
+    if world.is_main:
+        log("spec: " + json.dumps(resolved, sort_keys=True))
+    net = distributed.wrap(model, world, device)
+    metrics_log = MetricsLog(ckpt.metrics_path(out), resume, world.is_main)
+    last_eval: dict[str, Any] = {}
+    M = spec.mc
+
+    def checkpoint(step: int) -> None:
+        if world.is_main:
+            ckpt.save_checkpoint(out, model, resolved, step, last_eval)
+            ckpt.save_training_state(ckpt.optim_path(out), optimizer, step, _rng_state(device))
+
+    def run_eval(step: int) -> None:
+        nonlocal last_eval
+        if not world.is_main:
+            return
+        last_eval = {"step": step, **evaluate(model, test_set, device)}
+        last_eval["gamma"] = setup.gamma(step)
+        metrics_log.eval(step, last_eval)
+        loc = last_eval.get("location_error_px")
+        log(
+            f"step {step}: test accuracy {last_eval['accuracy']:.3f}"
+            + (f", location error {loc:.1f} px" if loc is not None else "")
+        )
+
+    task = progress.add_task("train", total=spec.steps, completed=start) if progress else None
+    window: dict[str, float] = {}
+    window_steps, t_window = 0, time.perf_counter()
+    stop = _StopFlag()
+    try:
+        for step in range(start, spec.steps):
+            lr = learning_rate(spec, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = feed.batch(step, world.rank, device)
+            output = net(batch.images, replicas=M)
+            target = LossBatch(
+                labels=batch.labels.repeat_interleave(M),
+                centers=batch.centers.repeat_interleave(M, dim=0),
+                annotated=batch.annotated.repeat_interleave(M),
+                replicas=M,
+            )
+            total, terms = setup.loss(output, target, step)
+            if not torch.isfinite(total):
+                raise RunFailure(
+                    f"training diverged at step {step}: the loss is {float(total)}; the last good "
+                    f"checkpoint {out} is kept (lower optim.lr or optim.clip and resume or restart)"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.optim.clip)
+            optimizer.step()
+            terms["train_accuracy"] = float((output.logits.argmax(-1) == target.labels).float().mean())
+            for k, v in terms.items():
+                window[k] = window.get(k, 0.0) + float(v)
+            window_steps += 1
+            done = step + 1
+            if done % spec.log_every == 0 or done == spec.steps:
+                elapsed = time.perf_counter() - t_window
+                record = {k: v / window_steps for k, v in window.items()}
+                record = {k: distributed.mean(v, world, device) for k, v in sorted(record.items())}
+                record.update(
+                    kind="train", step=done, lr=lr, gamma=setup.gamma(step),
+                    images_per_s=window_steps * spec.batch_size * M * world.size / elapsed,
+                )
+                metrics_log.write(record)
+                window, window_steps, t_window = {}, 0, time.perf_counter()
+            if (spec.eval_every and done % spec.eval_every == 0) or done == spec.steps:
+                run_eval(done)
+                checkpoint(done)
+            elif spec.checkpoint_every and done % spec.checkpoint_every == 0:
+                checkpoint(done)
+            if task is not None:
+                progress.update(task, completed=done)
+            if stop.requested:
+                if world.is_main:
+                    checkpoint(done)
+                    log(f"interrupted: saved {out} at step {done}; continue with --resume")
+                raise KeyboardInterrupt
+    finally:
+        stop.restore()
+    if spec.steps == start:  # nothing to do (e.g. resuming a finished run): still report
+        run_eval(start)
+    return {**last_eval, "steps_to": dict(metrics_log.reached)}
+
+
+class _StopFlag:
+    """First Ctrl-C: finish the current step, save, exit 130. Second Ctrl-C: stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _check_resumable(previous: dict[str, Any], setup: Setup, out: Path) -> None:
+    now = setup.resolved()
+    fixed = ("model", "loss", "optim", "batch_size", "mc", "seed", "annotations", "data")
+    changed = [k for k in fixed if previous.get(k) != now.get(k)]
+    prev_ds = {k: v for k, v in previous.get("dataset", {}).items() if k != "digits"}
+    now_ds = {k: v for k, v in now["dataset"].items() if k != "digits"}
+    if prev_ds != now_ds:
+        changed.append("dataset")
+    if changed:
+        raise UserError(
+            f"--resume: {out} was trained with a different {', '.join(changed)}; "
+            "resume with the same spec (only steps and evaluation settings may change)"
+        )

@@ -1,0 +1,64 @@
+"""A trained run, loaded back from its checkpoint: used by eval, visualize and export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from lgdram_cli.data.canvas import CanvasBatch
+from lgdram_cli.data.generators import DatasetGenerator
+from lgdram_cli.data.h5io import CanvasFile
+from lgdram_cli.data.presets import make_generator, resolve_dataset
+from lgdram_cli.models.base import Model
+from lgdram_cli.specs import apply_overrides
+from lgdram_cli.training import checkpoint as ckpt
+from lgdram_cli.training.feed import check_file_matches
+from lgdram_cli.training.loop import build_model
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    spec: dict[str, Any]
+    step: int
+    metrics: dict[str, Any]
+    generator: DatasetGenerator
+    model: Model
+
+
+def load_run(path: Path, device: torch.device | str = "cpu") -> LoadedRun:
+    """Rebuild the model a checkpoint's spec describes and load its weights (validated)."""
+    c = ckpt.load_checkpoint(path)
+    generator = make_generator(c.spec.get("dataset", {}), where="dataset (in checkpoint)")
+    model = build_model(c.spec.get("model", {}), generator.channels, tuple(generator.size), generator.classes)
+    ckpt.load_weights(model, c)
+    model.to(device).eval()
+    return LoadedRun(Path(path), c.spec, c.step, c.metrics, generator, model)
+
+
+def test_canvases(
+    run: LoadedRun, *, data: Optional[Path] = None, dataset: Optional[str] = None,
+    n: Optional[int] = None, seed: Optional[int] = None, sets: Optional[list[str]] = None,
+) -> CanvasBatch:
+    """Held-out canvases: a file, or generated from the test split (the run's own spec by default)."""
+    if data is not None:
+        file = CanvasFile(data)
+        check_file_matches(file, run.model.channels, run.model.size, f"the model in {run.path}")
+        batch, _ = file.read(slice(0, min(n or file.n, file.n)))
+        return batch
+    generator = run.generator
+    if dataset or sets:
+        spec = resolve_dataset(dataset) if dataset else dict(run.spec["dataset"])
+        generator = make_generator(apply_overrides(spec, sets))
+        if (generator.channels, tuple(generator.size)) != (run.model.channels, run.model.size):
+            from lgdram_cli.errors import UserError
+
+            raise UserError(
+                f"the dataset gives {generator.channels}-channel {generator.size[0]}x{generator.size[1]} canvases "
+                f"but the model in {run.path} expects {run.model.channels}-channel {run.model.size[0]}x{run.model.size[1]}"
+            )
+    count = n or int(run.spec.get("eval_n", 1000))
+    return generator.generate(count, "test", seed if seed is not None else int(run.spec.get("eval_seed", 1)))

@@ -1,0 +1,1 @@
+"""Pictures: glimpse GIFs and sheets, dataset previews, learning curves."""

@@ -1,0 +1,141 @@
+"""Where a model looks: glimpse GIFs, glimpse sheets with the retina's patches, dataset previews."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from lgdram_cli.data.canvas import CanvasBatch
+from lgdram_cli.errors import UserError
+from lgdram_cli.viz.draw import GREEN, RED, caption, draw_box, draw_glimpse, grid, to_rgb, upscale_factor
+
+FRAME_MS = 600
+HOLD_MS = 2400  # the last frame stays up longer
+
+
+@dataclass
+class Trace:
+    """One deterministic pass of a model over a batch, with what it saw."""
+
+    locations: torch.Tensor  # [N, T, 2]
+    probs: torch.Tensor  # [N, T, classes]: prediction after each glimpse (final one repeated if absent)
+    patches: torch.Tensor | None  # [N, T, S, C, g, g] or None when the model has no retina
+    patch_widths: list[int]
+
+
+@torch.no_grad()
+def trace(model: torch.nn.Module, batch: CanvasBatch) -> Trace:
+    model.eval()
+    images = batch.images.float() / 255
+    out = model(images, deterministic=True)
+    if out.locations is None:
+        raise UserError(f"model '{model.config.type}' takes no glimpses (a whole-image classifier): nothing to visualise")
+    T = out.locations.shape[1]
+    probs = (out.step_logits if out.step_logits is not None else out.logits[:, None].expand(-1, T, -1)).softmax(-1)
+    retina = getattr(model, "retina", None)
+    widths = list(getattr(retina, "patches", []))
+    patches = None
+    if retina is not None:
+        state = retina.prepare(images)
+        per_step = [retina.glimpse(state, out.locations[:, t]) for t in range(T)]  # [N, S·C, g, g] each
+        N, C, g = images.shape[0], images.shape[1], per_step[0].shape[-1]
+        patches = torch.stack(per_step, 1).reshape(N, T, -1, C, g, g)
+    return Trace(out.locations, probs, patches, widths)
+
+
+def _frame_cell(batch: CanvasBatch, tr: Trace, i: int, t: int, scale: int) -> Image.Image:
+    size = tuple(batch.images.shape[-2:])
+    picture = to_rgb(batch.images[i], scale)
+    p = tr.probs[i, t]
+    label = int(p.argmax())
+    ok = label == int(batch.labels[i])
+    colour = GREEN if ok else RED
+    history = tr.locations[i, :t].tolist()
+    draw_glimpse(picture, size, scale, tr.locations[i, t].tolist(), tr.patch_widths or [8], colour, history)
+    return caption(picture, f"glimpse {t + 1}: {label} ({100 * float(p[label]):.0f}%)", colour)
+
+
+def save_image_atomic(path: Path, write: Any) -> None:
+    """Call `write(tmp_path)` and rename the result to `path` (no partial files)."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"cannot write {path}: folder {parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def glimpse_gif(model: torch.nn.Module, batch: CanvasBatch, path: Path, columns: int | None = None) -> int:
+    """An animated GIF, one frame per glimpse, of a grid of canvases; returns the frame count."""
+    tr = trace(model, batch)
+    N, T = tr.locations.shape[:2]
+    columns = columns or math.ceil(math.sqrt(N))
+    scale = upscale_factor(tuple(batch.images.shape[-2:]))
+    frames = [grid([_frame_cell(batch, tr, i, t, scale) for i in range(N)], columns) for t in range(T)]
+    durations = [FRAME_MS] * (T - 1) + [HOLD_MS]
+    save_image_atomic(
+        path,
+        lambda tmp: frames[0].save(
+            tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0, disposal=1
+        ),
+    )
+    return len(frames)
+
+
+def glimpse_sheet(model: torch.nn.Module, batch: CanvasBatch, path: Path) -> None:
+    """A static PNG: each sample a row, each glimpse a column, with the retina patches under it."""
+    tr = trace(model, batch)
+    N, T = tr.locations.shape[:2]
+    scale = upscale_factor(tuple(batch.images.shape[-2:]))
+    cells = []
+    for i in range(N):
+        for t in range(T):
+            cell = _frame_cell(batch, tr, i, t, scale)
+            if tr.patches is not None:
+                cell = _with_patches(cell, tr.patches[i, t])
+            cells.append(cell)
+    sheet = grid(cells, T)
+    save_image_atomic(path, lambda tmp: sheet.save(tmp, format="PNG"))
+
+
+def _with_patches(cell: Image.Image, patches: torch.Tensor) -> Image.Image:
+    """Append the S retina patches (each g×g, upscaled) under a cell: what the model saw."""
+    S = patches.shape[0]
+    side = max(8, (cell.width - 4 * (S + 1)) // S)
+    strip = Image.new("RGB", (cell.width, side + 8), (16, 16, 16))
+    for k in range(S):
+        p = patches[k].clamp(0, 1)
+        p = p / p.max().clamp(min=1e-6)  # coarse scales are dim averages: stretch to see them
+        tile = to_rgb((p * 255).to(torch.uint8), 1).resize((side, side), Image.NEAREST)
+        strip.paste(tile, (4 + k * (side + 4), 4))
+    out = Image.new("RGB", (cell.width, cell.height + strip.height), (16, 16, 16))
+    out.paste(cell, (0, 0))
+    out.paste(strip, (0, cell.height))
+    return out
+
+
+def dataset_sheet(batch: CanvasBatch, path: Path, columns: int | None = None) -> None:
+    """A PNG of generated canvases with their target boxes and labels (the papers' task figures)."""
+    N = len(batch)
+    columns = columns or math.ceil(math.sqrt(N))
+    scale = upscale_factor(tuple(batch.images.shape[-2:]))
+    cells = []
+    for i in range(N):
+        picture = to_rgb(batch.images[i], scale)
+        draw_box(picture, batch.boxes[i].tolist(), scale)
+        cells.append(caption(picture, f"label {int(batch.labels[i])}, {int(batch.n_distractors[i])} distractors", (230, 230, 230)))
+    sheet = grid(cells, columns)
+    save_image_atomic(path, lambda tmp: sheet.save(tmp, format="PNG"))
