@@ -64,3 +64,40 @@ def bench_gen(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("train")
+def bench_train(
+    model: Annotated[str, typer.Option(help="Model name.")] = "ram",
+    dataset: Annotated[str, typer.Option(help="Generator, preset or recipe file.")] = "cmnist-60",
+    sets: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Spec override by path: model.core=rnn, dataset.canvas=100.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
+    mc: Annotated[int, typer.Option("--mc", help="Monte-Carlo replicas per image.")] = 10,
+    steps: Annotated[int, typer.Option(help="Timed steps.")] = 50,
+    warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 10,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Milliseconds per training step (forward, hybrid loss, backward, Adam) on a fixed batch."""
+    from lgdram_cli.errors import UserError
+    from lgdram_cli.training.benchmark import time_train_step
+
+    if steps < 1 or warmup < 0 or batch_size < 1 or mc < 1:
+        raise UserError("--steps, --batch-size and --mc must be at least 1 and --warmup at least 0")
+    threads_used = set_threads(threads)
+    from lgdram_cli.cli.train_cmd import train_spec
+
+    spec = train_spec(dataset=dataset, model=model, sets=sets, batch_size=batch_size, mc=mc, annotations="100%")
+    result = time_train_step(spec, resolve_device(device), steps=steps, warmup=warmup)
+    result["threads"] = threads_used
+    if as_json:
+        out.print_json(json.dumps(result))
+    else:
+        out.print(
+            f"{result['ms_per_step']:.2f} ms/step, {result['images_per_s']:,.0f} images/s "
+            f"({model}, batch {batch_size} x mc {mc}, {result['device']}, {threads_used} thread(s)); "
+            f"{result['gflop_per_step']:.3f} GFLOP/step = {result['gflops']:.1f} GFLOP/s"
+        )

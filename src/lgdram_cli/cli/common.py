@@ -13,7 +13,7 @@ from lgdram_cli.errors import UserError
 
 #: Messages, warnings and progress go to stderr; data (JSON, tables asked for) to stdout.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 
 
 def progress(**kwargs: Any) -> Any:

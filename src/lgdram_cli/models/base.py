@@ -1,7 +1,8 @@
 """The model plugin contract (entry-point group `lgdram.models`).
 
 Conventions every model honours:
-- input: float32 images [B, C, H, W] with values in [0, 1];
+- input: float32 images [B, C, H, W] with values in [0, 1], plus `replicas` M: the output
+  has B·M rows, M consecutive Monte-Carlo replicas per image;
 - locations are (x, y) in [-1, 1], x horizontal, the `grid_sample` (align_corners=False)
   convention: pixel column i of W has centre x = (2i + 1) / W - 1;
 - `forward` returns a `ModelOutput`; attention models fill the policy fields, whole-image
@@ -54,5 +55,8 @@ class Model(nn.Module):
         self.size = size
         self.classes = classes
 
-    def forward(self, images: torch.Tensor, deterministic: bool = False) -> ModelOutput:  # pragma: no cover
-        raise NotImplementedError
+    def forward(self, images: torch.Tensor, deterministic: bool = False, replicas: int = 1) -> ModelOutput:
+        """`images` holds B distinct images; each is used `replicas` times in a row (rows
+        r·M … r·M + M − 1 of every output belong to image r), so the output has B·M rows.
+        `deterministic` takes the policy's mean locations instead of sampling."""
+        raise NotImplementedError  # pragma: no cover

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 CoreName = Literal["lstm", "rnn", "gru"]
@@ -32,15 +33,19 @@ class Core(nn.Module):
         else:
             raise ValueError(f"unknown core '{kind}'; use lstm, rnn or gru")
 
-    def init_state(self, batch: int, like: torch.Tensor, h: torch.Tensor | None = None) -> State:
-        """Zero state, or one whose hidden vector is `h` (DRAM's context initialises the top layer)."""
+    def init_state(self, h: torch.Tensor | None = None) -> State | None:
+        """The zero state (None: lets the first step skip W·0), or hidden vector `h` (DRAM's context)."""
         if h is None:
-            h = like.new_zeros(batch, self.hidden)
+            return None
         return (h, torch.zeros_like(h)) if self.kind == "lstm" else (h,)
 
-    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def forward(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         if self.kind == "lstm":
             h, c = self.cell(x, state)
             return h, (h, c)
-        h = self.cell(x, state[0])
+        if state is None and self.kind == "rnn":
+            cell = self.cell
+            h = F.relu(F.linear(x, cell.weight_ih, cell.bias_ih + cell.bias_hh))
+        else:
+            h = self.cell(x, None if state is None else state[0])
         return h, (h,)

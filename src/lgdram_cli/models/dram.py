@@ -89,7 +89,7 @@ class DRAM(AttentionModel):
         if replicas > 1:
             r2 = r2.repeat_interleave(replicas, dim=0)
         noise = self._noise(n, T, images, deterministic)
-        bottom, top = self.core.init_state(n, images), self.top.init_state(n, images, h=r2)
+        bottom, top = self.core.init_state(), self.top.init_state(r2)
         states, tops, means, locations = [], [], [], []
         for t in range(T):
             tops.append(r2)

@@ -170,7 +170,7 @@ class RAM(AttentionModel):
         sensed = self.retina.prepare(images)  # the pyramid is built for the B distinct images only
         noise = self._noise(n, T - 1, images, deterministic)
         loc = images.new_zeros(n, 2)  # first glimpse: the image centre
-        state = self.core.init_state(n, images)
+        state = self.core.init_state()
         states, means, locations = [], [], [loc]
         for t in range(T):
             g = self.glimpse(self.retina.glimpse(sensed, loc, replicas), loc)

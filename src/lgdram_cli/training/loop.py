@@ -33,7 +33,7 @@ from lgdram_cli.specs import validate
 from lgdram_cli.training import checkpoint as ckpt
 from lgdram_cli.training import distributed
 from lgdram_cli.training.evaluate import evaluate
-from lgdram_cli.training.feed import FileFeed, OnTheFlyFeed, check_file_matches
+from lgdram_cli.training.feed import FileFeed, OnTheFlyFeed, TrainBatch, check_file_matches
 from lgdram_cli.training.spec import TrainSpec
 
 THRESHOLDS = (0.5, 0.8, 0.9)
@@ -91,6 +91,32 @@ def load_test_set(setup: Setup) -> CanvasBatch:
         data, _ = file.read(slice(0, min(spec.eval_n, file.n)))
         return data
     return setup.generator.generate(spec.eval_n, "test", spec.eval_seed)
+
+
+def train_step(
+    net: torch.nn.Module, loss: HybridLoss, optimizer: torch.optim.Optimizer, batch: TrainBatch,
+    step: int, replicas: int, clip: float,
+) -> dict[str, float]:
+    """One update: forward with sampled glimpses, hybrid loss, backward, clip, Adam step.
+
+    Raises FloatingPointError (before touching the weights) when the loss is not finite.
+    """
+    output = net(batch.images, replicas=replicas)
+    target = LossBatch(
+        labels=batch.labels.repeat_interleave(replicas),
+        centers=batch.centers.repeat_interleave(replicas, dim=0),
+        annotated=batch.annotated.repeat_interleave(replicas),
+        replicas=replicas,
+    )
+    total, terms = loss(output, target, step)
+    if not torch.isfinite(total):
+        raise FloatingPointError(f"the loss is {float(total)}")
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
+    optimizer.step()
+    terms["train_accuracy"] = float((output.logits.detach().argmax(-1) == target.labels).float().mean())
+    return terms
 
 
 def learning_rate(spec: TrainSpec, step: int) -> float:
@@ -217,24 +243,13 @@ def _train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = feed.batch(step, world.rank, device)
-            output = net(batch.images, replicas=M)
-            target = LossBatch(
-                labels=batch.labels.repeat_interleave(M),
-                centers=batch.centers.repeat_interleave(M, dim=0),
-                annotated=batch.annotated.repeat_interleave(M),
-                replicas=M,
-            )
-            total, terms = setup.loss(output, target, step)
-            if not torch.isfinite(total):
+            try:
+                terms = train_step(net, setup.loss, optimizer, batch, step, M, spec.optim.clip)
+            except FloatingPointError as exc:
                 raise RunFailure(
-                    f"training diverged at step {step}: the loss is {float(total)}; the last good "
-                    f"checkpoint {out} is kept (lower optim.lr or optim.clip and resume or restart)"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.optim.clip)
-            optimizer.step()
-            terms["train_accuracy"] = float((output.logits.argmax(-1) == target.labels).float().mean())
+                    f"training diverged at step {step}: {exc}; the last good checkpoint {out} is kept "
+                    "(lower optim.lr or optim.clip, then resume or restart)"
+                ) from exc
             for k, v in terms.items():
                 window[k] = window.get(k, 0.0) + float(v)
             window_steps += 1

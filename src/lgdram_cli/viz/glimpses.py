@@ -40,7 +40,7 @@ def trace(model: torch.nn.Module, batch: CanvasBatch) -> Trace:
     T = out.locations.shape[1]
     probs = (out.step_logits if out.step_logits is not None else out.logits[:, None].expand(-1, T, -1)).softmax(-1)
     retina = getattr(model, "retina", None)
-    widths = list(getattr(retina, "patches", []))
+    widths = patch_widths(model)
     patches = None
     if retina is not None:
         state = retina.prepare(images)
@@ -48,6 +48,14 @@ def trace(model: torch.nn.Module, batch: CanvasBatch) -> Trace:
         N, C, g = images.shape[0], images.shape[1], per_step[0].shape[-1]
         patches = torch.stack(per_step, 1).reshape(N, T, -1, C, g, g)
     return Trace(out.locations, probs, patches, widths)
+
+
+def patch_widths(model: torch.nn.Module) -> list[int]:
+    """Side in pixels of each retina scale's square patch, from the model's config."""
+    c = model.config
+    if all(hasattr(c, k) for k in ("glimpse_size", "scales", "scale_factor")):
+        return [c.glimpse_size * c.scale_factor**k for k in range(c.scales)]
+    return []
 
 
 def _frame_cell(batch: CanvasBatch, tr: Trace, i: int, t: int, scale: int) -> Image.Image:

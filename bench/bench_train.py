@@ -1,0 +1,85 @@
+"""Training-step speed: lgdram vs a reference RAM in the most-used public PyTorch style, one run.
+
+    python bench/bench_train.py [--threads 1] [--steps 50]
+
+Configuration of the issue's target: RAM with a ReLU RNN core (`model.core=rnn`), 60×60
+cluttered canvases, 12×12 glimpses, 3 scales, 6 glimpses, hidden 256, glimpse/location
+hidden 128. Measures, in the same process: lgdram at batch 32 × M 1 and at 32 × M 10, the
+reference at 32 × M 1, and the machine's fp32 matmul rate (for the model-FLOP efficiency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+from reference_ram import ReferenceRAM, reference_step  # noqa: E402
+
+from lgdram_cli.cli.train_cmd import train_spec  # noqa: E402
+from lgdram_cli.training.benchmark import time_train_step  # noqa: E402
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
+    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    for _ in range(3):
+        torch.mm(a, b, out=c)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=c)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def reference_ms(steps: int, warmup: int, mc: int) -> float:
+    torch.manual_seed(0)
+    model = ReferenceRAM()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.rand(32, 1, 60, 60), torch.randint(0, 10, (32,))
+    for _ in range(warmup):
+        reference_step(model, opt, x, y, 6, mc)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        reference_step(model, opt, x, y, 6, mc)
+        times.append(time.perf_counter() - t0)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=10)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    sets = ["model.core=rnn", "dataset.digits=mnist-mini"]
+    cpu = torch.device("cpu")
+    ours = {}
+    for mc in (1, 10):
+        spec = train_spec(dataset="cmnist-60", model="ram", sets=sets, batch_size=32, mc=mc, annotations="100%")
+        ours[mc] = time_train_step(spec, cpu, steps=args.steps, warmup=args.warmup)
+    ref = reference_ms(args.steps, args.warmup, 1)
+    peak = matmul_gflops()
+    print(json.dumps({
+        "threads": args.threads,
+        "lgdram_ms_per_step_b32_m1": round(ours[1]["ms_per_step"], 2),
+        "reference_ms_per_step_b32_m1": round(ref, 2),
+        "speedup_vs_reference": round(ref / ours[1]["ms_per_step"], 2),
+        "lgdram_ms_per_step_b32_m10": round(ours[10]["ms_per_step"], 2),
+        "lgdram_images_per_s_b32_m10": round(ours[10]["images_per_s"]),
+        "model_gflops_b32_m10": round(ours[10]["gflops"], 1),
+        "matmul_gflops": round(peak, 1),
+        "share_of_matmul_rate_b32_m10": round(ours[10]["gflops"] / peak, 3),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Timing the training step (`lgdram bench train`): the same `train_step` the trainer runs."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from lgdram_cli.training.feed import OnTheFlyFeed
+from lgdram_cli.training.loop import build, train_step
+from lgdram_cli.training.spec import TrainSpec
+
+
+def step_flops(setup: Any, batch: Any, M: int) -> float:
+    """Floating-point operations of one training step (forward + backward), counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = setup.model
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.0)  # lr 0: counting must not train
+    with FlopCounterMode(display=False) as counter:
+        train_step(model, setup.loss, optimizer, batch, 0, M, 1e9)
+    return float(counter.get_total_flops())
+
+
+def time_train_step(spec: TrainSpec, device: torch.device, steps: int, warmup: int) -> dict[str, Any]:
+    torch.manual_seed(spec.seed)
+    setup = build(spec)
+    model = setup.model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec.optim.lr)
+    feed = OnTheFlyFeed(setup.generator, spec.seed, spec.annotations, spec.batch_size, 1)
+    batch = feed.batch(0, 0, device)  # fixed batch: time the model, not the generator
+    flops = step_flops(setup, batch, spec.mc)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for s in range(warmup):
+        train_step(model, setup.loss, optimizer, batch, s, spec.mc, spec.optim.clip)
+    sync()
+    times = []
+    for s in range(steps):
+        t0 = time.perf_counter()
+        train_step(model, setup.loss, optimizer, batch, warmup + s, spec.mc, spec.optim.clip)
+        sync()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    median = times[len(times) // 2]
+    return {
+        "model": setup.model.config.model_dump(mode="json"),
+        "canvas": list(setup.size),
+        "batch_size": spec.batch_size,
+        "mc": spec.mc,
+        "device": str(device),
+        "ms_per_step": 1000 * median,
+        "ms_per_step_best": 1000 * times[0],
+        "images_per_s": spec.batch_size * spec.mc / median,
+        "gflop_per_step": flops / 1e9,
+        "gflops": flops / 1e9 / median,
+    }
