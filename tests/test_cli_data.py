@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from importlib.metadata import version
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 
 from helpers import (
     BUILTIN_DATASETS,
+    LGDRAM,
     PRESETS,
     assert_one_line_error,
     blob_digits,
@@ -93,9 +96,8 @@ def test_any_accepted_seed_gives_its_own_data(tmp_path, capsys, seed):
         return
     code, _, stderr, other = gen_data(tmp_path, capsys, *SMALL, "--seed", low, out="low.h5")
     assert code == 0, stderr
-    assert not np.array_equal(read_arrays(path)["images"], read_arrays(other)["images"]), (
-        f"--seed {seed} and --seed {low} give identical canvases"
-    )
+    same = np.array_equal(read_arrays(path)["images"], read_arrays(other)["images"])
+    assert not same, f"--seed {seed} and --seed {low} give identical canvases"
 
 
 # ---------------------------------------------------------------- the bad-input contract
@@ -142,7 +144,7 @@ BAD_INPUTS = {
     "no dataset": (["--n", "5"], ["no dataset given"]),
     "missing spec file": ([*SMALL, "--spec", "nope.toml"], ["spec file not found"]),
     "unknown device": ([*SMALL, "--device", "tpu"], ["--device tpu"]),
-    "threads zero": ([*SMALL, "--threads", "0"], ["--threads 0"]),
+    "threads negative": ([*SMALL, "--threads", "-2"], ["--threads -2"]),
     "markup-like value": ([*SMALL, "--set", "digits=[/oops]"], ["unknown digit source '[/oops]'"]),
     "markup-like name": (["--dataset", "[bold]x", "--n", "5"], ["unknown dataset '[bold]x'"]),
 }
@@ -243,7 +245,6 @@ def test_truncated_recipe_file_as_dataset_exits_2(tmp_path, capsys):
 
 
 def test_debug_shows_the_traceback_but_keeps_exit_2(tmp_path, capsys):
-    code, _, stderr, _ = gen_data(tmp_path, capsys, "--debug", *SMALL, "--set", "canvas=20") if False else (None,) * 4
     code, _, stderr = run_main(["--debug", "gen-data", *SMALL, "--set", "canvas=20", "--out", str(tmp_path / "d.h5")], capsys)
     assert code == 2
     assert "Traceback" in stderr
@@ -257,7 +258,7 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, capsys):
     code, _, stderr = run_main(["gen-data", *SMALL], capsys)  # --out missing
     assert_one_line_error(code, stderr, "--out")
     code, _, stderr = run_main(["gen-data", *SMALL[:-2], "--n", "many", "--out", "x.h5"], capsys)
-    assert_one_line_error(code, stderr, "many")
+    assert_one_line_error(code, stderr, "'--n'")
     code, _, stderr = run_main(["no-such-command"], capsys)
     assert_one_line_error(code, stderr, "no-such-command")
     assert leftovers(tmp_path) == []
@@ -278,6 +279,30 @@ def test_interrupt_exits_130_and_leaves_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(h5io.CanvasWriter, "append", interrupted)
     code, _, stderr = run_main(["gen-data", *SMALL, "--out", str(tmp_path / "d.h5")], capsys)
     assert code == 130
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert leftovers(tmp_path) == []
+
+
+def test_ctrl_c_in_a_real_process_exits_130_and_leaves_nothing(tmp_path):
+    proc = subprocess.Popen(
+        [str(LGDRAM), "gen-data", "--dataset", "mcmnist-200", "--n", "1000000", "--set", "digits=mnist-mini", "--out", "big.h5"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "LGDRAM_THREADS": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".big.h5.*.part")):  # generation has started
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "gen-data never started writing"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert leftovers(tmp_path) == []
 
@@ -313,7 +338,7 @@ def test_gen_data_options_reach_the_file(tmp_path, capsys):
     assert int(annotated.sum()) == 10
 
 
-@pytest.mark.parametrize("value,expected", [("1%", 1), ("0%", 0), ("100%", 200), ("37", 37), ("0.5%", 1), ("200", 200)])
+@pytest.mark.parametrize("value,expected", [("1%", 2), ("0%", 0), ("100%", 200), ("37", 37), ("0.5%", 1), ("200", 200)])
 def test_annotations_share_or_count(tmp_path, capsys, value, expected):
     code, _, stderr, out = gen_data(tmp_path, capsys, *SMALL[:-2], "--n", "200", "--annotations", value)
     assert code == 0, stderr
@@ -393,3 +418,41 @@ def test_schema_gen_data_is_a_json_schema_of_the_generator_configs(capsys):
 
     code, _, stderr = run_main(["schema", "gen-dta"], capsys)
     assert_one_line_error(code, stderr, "did you mean 'gen-data'")
+
+
+def _bad_dataset_file(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / "in" / f"{kind}.h5"
+    path.parent.mkdir()
+    if kind == "text":
+        path.write_text("images,labels\n1,2\n")
+    elif kind == "plain-hdf5":
+        with h5py.File(path, "w") as f:
+            f.create_dataset("images", data=np.zeros((2, 1, 28, 28), np.uint8))
+    else:  # half of a real canvas file
+        from lgdram_cli.data.gen import GenDataSpec, generate_file
+
+        full = tmp_path / "in" / "full.h5"
+
+        generate_file(GenDataSpec(dataset={"type": "translated", "digits": "mnist-mini"}, n=64), full)
+        path.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+        full.unlink()
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind,needle",
+    [("text", "not a readable HDF5 file"), ("truncated", "not a readable HDF5 file"), ("plain-hdf5", "not an lgdram canvas file")],
+)
+@pytest.mark.parametrize("command", ["visualize", "train"])
+def test_readers_reject_bad_dataset_files_with_exit_2(tmp_path, capsys, kind, needle, command):
+    bad = _bad_dataset_file(tmp_path, kind)
+    before = leftovers(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    if command == "visualize":
+        args = ["visualize", "--data", str(bad), "--out", str(out_dir / "preview.png")]
+    else:
+        args = ["train", "--data", str(bad), "--steps", "1", "--out", str(out_dir / "run.safetensors")]
+    code, _, stderr = run_main(args, capsys)
+    assert_one_line_error(code, stderr, str(bad), needle)
+    assert leftovers(tmp_path) == before

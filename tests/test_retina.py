@@ -88,6 +88,7 @@ def test_no_autograd_and_validation():
             Retina(4, 2, bad)
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning", "ignore::UserWarning")
 def test_onnx_export(tmp_path):
     onnx = pytest.importorskip("onnx")  # noqa: F841
     ort = pytest.importorskip("onnxruntime")

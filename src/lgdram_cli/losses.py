@@ -74,7 +74,12 @@ def leave_one_out(reward: torch.Tensor, replicas: int) -> torch.Tensor:
 
 
 def location_error(means: torch.Tensor, centers: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
-    """Σ_t ‖mean_t − centre‖² averaged over annotated rows; exactly 0 (not NaN) when none is."""
+    """Σ_t ‖mean_t − centre‖² averaged over annotated rows; exactly 0 (not NaN) when none is.
+
+    Unannotated rows may hold any centre, NaN included: it is replaced before any arithmetic,
+    since NaN·0 would still poison the value and the gradient.
+    """
+    centers = torch.where(annotated[:, None], centers, torch.zeros_like(centers))
     per_row = ((means - centers[:, None, :]) ** 2).sum(dim=(1, 2))  # [N]
     mask = annotated.to(per_row.dtype)
     return (per_row * mask).sum() / mask.sum().clamp(min=1.0)
@@ -114,8 +119,9 @@ class Loss:
     def __call__(self, out: ModelOutput, batch: LossBatch, step: int) -> LossTerm:  # pragma: no cover
         raise NotImplementedError
 
-    def _policy_fields(self, out: ModelOutput) -> None:
-        if out.log_probs is None or out.means is None:
+    def _needs(self, out: ModelOutput, *fields: str) -> None:
+        """Refuse outputs without policy fields (a whole-image model) with a clear message."""
+        if any(getattr(out, f) is None for f in fields):
             raise UserError(
                 f"loss '{self.name}' needs an attention model (ram, dram): this model makes no glimpse decisions"
             )
@@ -147,7 +153,7 @@ class ReinforceLoss(Loss):
     description: ClassVar[str] = "REINFORCE (reward = correct) with a learned baseline + its MSE"
 
     def __call__(self, out: ModelOutput, batch: LossBatch, step: int) -> LossTerm:
-        self._policy_fields(out)
+        self._needs(out, "log_probs", "baselines")
         reward = correct(out.logits, batch.labels)
         advantage = reward[:, None] - out.baselines.detach()
         pol = policy_loss(out.log_probs, advantage)
@@ -188,7 +194,7 @@ class LocationLoss(Loss):
         return gamma_at(step, c.gamma_start, c.decay, c.decay_every, c.gamma_min)
 
     def __call__(self, out: ModelOutput, batch: LossBatch, step: int) -> LossTerm:
-        self._policy_fields(out)
+        self._needs(out, "means")
         gamma = self.gamma(step)
         err = location_error(out.means, batch.centers.to(out.means.dtype), batch.annotated)
         # "error" is 0.0 when no row is annotated (see "annotated", the fraction that is)
@@ -203,7 +209,7 @@ class RLOOLoss(Loss):
     description: ClassVar[str] = "REINFORCE with a leave-one-out baseline over the M replicas (M >= 2)"
 
     def __call__(self, out: ModelOutput, batch: LossBatch, step: int) -> LossTerm:
-        self._policy_fields(out)
+        self._needs(out, "log_probs")
         m = batch.replicas
         if m < 2:
             raise UserError(f"loss 'rloo' needs at least 2 replicas per image (set replicas >= 2), got {m}")

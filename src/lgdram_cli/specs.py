@@ -82,7 +82,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
             if not isinstance(child, dict):
                 raise UserError(f"--set {key}: '{part}' is a value, not a section")
             node = child
-        node[leaf] = parse_value(value)
+        node[leaf] = parse_value(value.strip())
     return out
 
 

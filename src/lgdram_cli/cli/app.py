@@ -59,7 +59,9 @@ _register()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    err.print(f"[yellow]warning:[/] {message}")
+    from rich.markup import escape
+
+    err.print(f"[yellow]warning:[/] {escape(str(message))}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,8 +72,14 @@ def main(argv: list[str] | None = None) -> None:
     _debug["on"] = "--debug" in args or os.environ.get("LGDRAM_DEBUG", "") not in ("", "0")
     warnings.showwarning = _show_warning
     code = 0
+    from rich.markup import escape
+
     try:
-        app(args=args, prog_name="lgdram", standalone_mode=False)
+        result = app(args=args, prog_name="lgdram", standalone_mode=False)
+        if isinstance(result, int) and not isinstance(result, bool) and result:
+            if result == 130:  # Typer turns Ctrl-C into Exit(130) and returns it when not standalone
+                err.print("[red]interrupted[/]")
+            code = result
     except typer.Exit as exc:
         code = exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
@@ -80,16 +88,16 @@ def main(argv: list[str] | None = None) -> None:
     except LgdramError as exc:
         if _debug["on"]:
             err.print_exception()
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         code = exc.exit_code
     except typer.TyperException as exc:  # usage errors from Typer's own (vendored) Click
         if _debug["on"]:
             err.print_exception()
-        err.print(f"[red]error:[/] {exc.format_message()} (see 'lgdram --help')")
+        err.print(f"[red]error:[/] {escape(exc.format_message())} (see 'lgdram --help')")
         code = getattr(exc, "exit_code", 2)
     except Exception as exc:
         if _debug["on"]:
             err.print_exception()
-        err.print(f"[red]failed:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        err.print(f"[red]failed:[/] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug for the traceback)")
         code = 1
     sys.exit(code)

@@ -67,7 +67,7 @@ DEFAULT_THREADS = 1
 def set_threads(threads: int | None) -> int:
     import torch
 
-    n = threads or int(os.environ.get("LGDRAM_THREADS", DEFAULT_THREADS))
+    n = threads if threads is not None else int(os.environ.get("LGDRAM_THREADS", DEFAULT_THREADS))
     if n < 1:
         raise UserError(f"--threads {n}: must be at least 1")
     torch.set_num_threads(n)

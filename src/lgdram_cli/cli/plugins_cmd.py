@@ -31,7 +31,7 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
                     "error": entry.error,
                 }
             )
-            if entry.error and not any(entry.name in p for p in registry.problems):
+            if entry.error and not any(p.startswith(f"{registry.kind} '{entry.name}':") for p in registry.problems):
                 problems.append(f"{registry.kind} '{entry.name}' from '{entry.origin}': {entry.error}")
         problems.extend(registry.problems)
     for name, path in presets().items():

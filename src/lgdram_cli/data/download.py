@@ -44,14 +44,13 @@ def download(filename: str, mirrors: list[str], dest: Path, md5: str) -> Path:
     for base in mirrors:
         url = base.rstrip("/") + "/" + filename
         try:
-            got = _fetch(url, dest)
+            got = _fetch(url, dest, md5)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             failures.append(f"{url}: {getattr(exc, 'reason', exc)}")
             continue
         if got == md5:
             return dest
         mismatches.append(f"{url} (md5 {got}, expected {md5})")
-        dest.unlink(missing_ok=True)
     if mismatches:
         raise UserError(
             f"checksum mismatch downloading {filename}: {'; '.join(mismatches)}; "
@@ -60,7 +59,7 @@ def download(filename: str, mirrors: list[str], dest: Path, md5: str) -> Path:
     raise DownloadUnavailable("; ".join(failures) or "no mirrors configured")
 
 
-def _fetch(url: str, dest: Path) -> str:
+def _fetch(url: str, dest: Path, md5: str) -> str:
     """Stream `url` into `dest` atomically; return the MD5 of what was received."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -84,6 +83,9 @@ def _fetch(url: str, dest: Path) -> str:
                     bar.advance(task, len(block))
             if total is not None and os.path.getsize(tmp) != total:
                 raise OSError(f"connection closed after {os.path.getsize(tmp)} of {total} bytes")
+            if h.hexdigest() != md5:  # never rename unverified bytes into place
+                Path(tmp).unlink(missing_ok=True)
+                return h.hexdigest()
             os.chmod(tmp, 0o644)
             os.replace(tmp, dest)
         except BaseException:

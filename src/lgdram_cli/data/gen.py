@@ -24,7 +24,7 @@ class GenDataSpec(StrictModel):
     dataset: dict[str, Any] = Field(description="dataset spec: 'type' plus the generator's parameters")
     n: int = Field(gt=0, description="number of samples")
     split: Literal["train", "test"] = "train"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="random seed, 0 <= seed < 2**32")
     annotations: float = Field(1.0, ge=0.0, le=1.0, description="share of samples whose location is annotated")
 
 

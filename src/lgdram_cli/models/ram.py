@@ -129,18 +129,22 @@ class AttentionModel(Model):
 
     def _output(
         self,
-        states: list[torch.Tensor],
-        decision_states: list[torch.Tensor],
+        states: torch.Tensor,
+        decision_states: torch.Tensor,
         means: list[torch.Tensor],
         locations: list[torch.Tensor],
         chosen: torch.Tensor,
     ) -> ModelOutput:
-        """Heads applied to all steps at once (one matmul each, not one per step)."""
-        step_logits = self.classifier(torch.stack(states, dim=1))  # [n, T, classes]
+        """Heads applied to all steps at once (one matmul each, not one per step).
+
+        `states` [n, T, hidden] feed the classifier, `decision_states` [n, P, hidden] the baseline,
+        `chosen` [n, P, 2] are the locations the P decisions picked.
+        """
+        step_logits = self.classifier(states)  # [n, T, classes]
         n = step_logits.shape[0]
         if means:
             mean = torch.stack(means, dim=1)  # [n, P, 2]
-            baselines = self.baseline(torch.stack(decision_states, dim=1).detach()).squeeze(-1)
+            baselines = self.baseline(decision_states.detach()).squeeze(-1)
         else:  # a single-glimpse RAM makes no decision
             mean = step_logits.new_zeros(n, 0, 2)
             baselines = step_logits.new_zeros(n, 0)
@@ -181,4 +185,5 @@ class RAM(AttentionModel):
                 loc = self._act(means[-1], None if noise is None else noise[:, t])
                 locations.append(loc)
         chosen = torch.stack(locations[1:], dim=1) if T > 1 else images.new_zeros(n, 0, 2)
-        return self._output(states, states[:-1], means, locations, chosen)
+        hs = torch.stack(states, dim=1)
+        return self._output(hs, hs[:, :-1], means, locations, chosen)

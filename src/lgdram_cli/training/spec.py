@@ -46,10 +46,10 @@ class TrainSpec(StrictModel):
     steps: int = Field(3000, ge=0, description="training steps")
     batch_size: int = Field(32, gt=0, description="distinct images per step (per process)")
     mc: int = Field(10, gt=0, description="Monte-Carlo replicas of each image per step")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="random seed, 0 <= seed < 2**32")
     eval_every: int = Field(250, ge=0, description="steps between held-out evaluations (0: only at the end)")
     eval_n: int = Field(1000, gt=0, description="held-out test canvases per evaluation")
-    eval_seed: int = Field(1, description="seed of the held-out test canvases")
+    eval_seed: int = Field(1, ge=0, lt=2**32, description="seed of the held-out test canvases")
     log_every: int = Field(50, gt=0, description="steps between training-metric lines")
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints (0: at every evaluation)")
 

@@ -1,0 +1,305 @@
+"""RAM, DRAM and the whole-image baselines: shapes, gradient flow, determinism, contract."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lgdram_cli.errors import UserError
+from lgdram_cli.losses import BUILTIN_LOSSES, HybridLoss, LossBatch, baseline_loss, correct, policy_loss
+from lgdram_cli.models.baselines import CNNClassifier, FCClassifier, ram_parameter_count
+from lgdram_cli.models.dram import DRAM
+from lgdram_cli.models.ram import RAM
+from lgdram_cli.registry import LOSSES, MODELS
+from lgdram_cli.specs import validate
+
+torch.set_num_threads(1)
+
+SMALL = dict(glimpses=3, glimpse_size=6, scales=2, hidden=32, glimpse_hidden=16)
+SIZE = (32, 40)
+
+
+def make(cls, channels=1, size=SIZE, **kw):
+    torch.manual_seed(0)
+    return cls(cls.Config(**{**SMALL, **kw}), channels=channels, size=size, classes=10)
+
+
+def images(n=4, channels=1, size=SIZE):
+    return torch.rand(n, channels, *size, generator=torch.Generator().manual_seed(1))
+
+
+def groups(model):
+    """Parameter-group name (first attribute) → its parameters."""
+    out: dict[str, list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        out.setdefault(name.split(".")[0], []).append(p)
+    return out
+
+
+def grad_groups(model, loss):
+    """The parameter groups that receive a nonzero gradient from `loss`."""
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {g for g, ps in groups(model).items() if any(p.grad is not None and p.grad.abs().sum() > 0 for p in ps)}
+
+
+def loss_batch(n, replicas=1):
+    g = torch.Generator().manual_seed(2)
+    return LossBatch(
+        labels=torch.randint(0, 10, (n,), generator=g),
+        centers=torch.rand(n, 2, generator=g) * 2 - 1,
+        annotated=torch.arange(n) % 3 != 0,
+        replicas=replicas,
+    )
+
+
+# --- gradient flow: which loss trains which part -------------------------------------------
+
+EXPECTED = {
+    RAM: {
+        "classification": {"glimpse", "core", "classifier"},
+        "policy": {"glimpse", "core", "locator"},
+        "location": {"glimpse", "core", "locator"},
+        "baseline": {"baseline"},
+        "reinforce": {"glimpse", "core", "locator", "baseline"},
+    },
+    DRAM: {
+        # the top layer and the context only steer where to look: no classification gradient
+        "classification": {"glimpse", "core", "classifier"},
+        "policy": {"glimpse", "core", "top", "context", "locator"},
+        "location": {"glimpse", "core", "top", "context", "locator"},
+        "baseline": {"baseline"},
+        "reinforce": {"glimpse", "core", "top", "context", "locator", "baseline"},
+    },
+}
+
+
+@pytest.mark.parametrize("core", ["lstm", "rnn", "gru"])
+@pytest.mark.parametrize("cls", [RAM, DRAM])
+def test_gradient_flow_per_term(cls, core):
+    model = make(cls, core=core)
+    x = images()
+    batch = loss_batch(4)
+    advantage = torch.randn(4, 3 if cls is DRAM else 2)  # independent of the (random-init) reward
+
+    def terms():
+        torch.manual_seed(3)
+        out = model(x)
+        reward = correct(out.logits, batch.labels)
+        return out, {
+            "classification": BUILTIN_LOSSES["classification"]()(out, batch, 0).value,
+            "policy": policy_loss(out.log_probs, advantage),
+            "location": BUILTIN_LOSSES["location"]()(out, batch, 0).value,
+            "baseline": baseline_loss(out.baselines, reward),
+            "reinforce": BUILTIN_LOSSES["reinforce"]()(out, batch, 0).value,
+        }
+
+    for name, expected in EXPECTED[cls].items():
+        _, losses = terms()
+        assert grad_groups(model, losses[name]) == expected, name
+
+
+class LeakyRAM(RAM):
+    """The classic bug: feeding the *undetached* sample to the next glimpse."""
+
+    @staticmethod
+    def _act(mean, noise):
+        return mean if noise is None else (mean + noise).clamp(-1.0, 1.0)
+
+
+@pytest.mark.parametrize("cls", [RAM, DRAM])
+def test_policy_gradient_is_the_reinforce_estimator(cls):
+    """∂L_π/∂θ = Σ ∂L_π/∂μ · ∂μ/∂θ with the analytic ∂L_π/∂μ = −A·(l − μ)/(N σ²): no other path."""
+
+    def gap(model):
+        torch.manual_seed(4)
+        out = model(images())
+        advantage = torch.randn(out.log_probs.shape, generator=torch.Generator().manual_seed(5))
+        params = [p for p in model.parameters()]
+        auto = torch.autograd.grad(policy_loss(out.log_probs, advantage), params, retain_graph=True, allow_unused=True)
+        n, std = out.means.shape[0], model.config.loc_std
+        chosen = out.locations if cls is DRAM else out.locations[:, 1:]
+        d_means = -advantage[..., None] * (chosen - out.means.detach()) / (n * std**2)
+        analytic = torch.autograd.grad(out.means, params, grad_outputs=d_means, allow_unused=True)
+        z = torch.zeros(())
+        return max(
+            float(((a if a is not None else z) - (b if b is not None else z)).abs().max())
+            for a, b in zip(auto, analytic)
+        )
+
+    assert not make(cls)(images()).locations.requires_grad
+    assert gap(make(cls)) < 1e-5
+    if cls is RAM:  # the check has teeth: it catches the undetached sample
+        assert gap(make(LeakyRAM)) > 1e-4
+
+
+# --- determinism ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [RAM, DRAM])
+def test_same_seed_same_output(cls):
+    model, x = make(cls), images()
+    torch.manual_seed(7)
+    a = model(x)
+    torch.manual_seed(7)
+    b = model(x)
+    for field in ("logits", "step_logits", "locations", "means", "log_probs", "baselines"):
+        assert torch.equal(getattr(a, field), getattr(b, field)), field
+    torch.manual_seed(8)
+    assert not torch.equal(model(x).locations, a.locations)
+
+
+@pytest.mark.parametrize("cls", [RAM, DRAM])
+def test_deterministic_uses_the_mean_and_no_randomness(cls):
+    model, x = make(cls), images()
+    rng = torch.get_rng_state()
+    a, b = model(x, deterministic=True), model(x, deterministic=True)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.locations, b.locations)
+    chosen = a.locations if cls is DRAM else a.locations[:, 1:]
+    assert torch.equal(chosen, a.means.detach())
+    if cls is RAM:
+        assert torch.equal(a.locations[:, 0], torch.zeros(4, 2))  # first glimpse: the centre
+
+
+@pytest.mark.parametrize("cls", [RAM, DRAM])
+def test_replicas_equal_repeated_images(cls):
+    model, x = make(cls), images(3)
+    torch.manual_seed(9)
+    a = model(x, replicas=4)
+    torch.manual_seed(9)
+    b = model(x.repeat_interleave(4, dim=0))
+    torch.testing.assert_close(a.logits, b.logits)
+    torch.testing.assert_close(a.locations, b.locations)
+    torch.testing.assert_close(a.log_probs, b.log_probs)
+
+
+# --- every configuration trains ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sensor", ["fc", "conv"])
+@pytest.mark.parametrize("core", ["lstm", "rnn", "gru"])
+@pytest.mark.parametrize("cls", [RAM, DRAM])
+def test_every_config_shapes_and_all_parameters_learn(cls, core, sensor):
+    model = make(cls, channels=3, core=core, sensor=sensor)
+    T, P = 3, 3 if cls is DRAM else 2
+    torch.manual_seed(10)
+    out = model(images(2, 3), replicas=3)
+    assert out.logits.shape == (6, 10) and out.step_logits.shape == (6, T, 10)
+    assert out.locations.shape == (6, T, 2) and out.means.shape == (6, P, 2)
+    assert out.log_probs.shape == (6, P) and out.baselines.shape == (6, P)
+    assert torch.equal(out.logits, out.step_logits[:, -1])
+    assert out.locations.abs().max() <= 1 and out.means.abs().max() < 1
+    hybrid = HybridLoss({"classification": {}, "reinforce": {}, "location": {}}, BUILTIN_LOSSES)
+    total, metrics = hybrid(out, loss_batch(6, replicas=3), step=0)
+    model.zero_grad()
+    total.backward()
+    assert torch.isfinite(total) and all(v == v for v in metrics.values())
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_single_glimpse_ram_makes_no_decision():
+    model = make(RAM, glimpses=1)
+    out = model(images())
+    assert out.means.shape == (4, 0, 2) and out.log_probs.shape == (4, 0) and out.baselines.shape == (4, 0)
+    hybrid = HybridLoss({"classification": {}, "reinforce": {}, "location": {}}, BUILTIN_LOSSES)
+    total, _ = hybrid(out, loss_batch(4), 0)
+    assert torch.isfinite(total)
+
+
+# --- configuration and contract ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad,fragment",
+    [
+        ({"glimpse_size": 0}, "glimpse_size"),
+        ({"scales": 0}, "scales"),
+        ({"glimpses": 0}, "glimpses"),
+        ({"loc_std": 0}, "loc_std"),
+        ({"loc_std": -0.1}, "loc_std"),
+        ({"scale_factor": 1.5}, "scale_factor"),
+        ({"core": "lstn"}, "core"),
+        ({"sensor": "cnn"}, "sensor"),
+        ({"hiden": 3}, "hiden"),
+    ],
+)
+def test_config_validation(bad, fragment):
+    with pytest.raises(UserError, match=fragment):
+        validate(RAM.Config, bad, where="model")
+    with pytest.raises(ValueError):
+        DRAM.Config(**bad)
+
+
+def test_config_defaults():
+    c = RAM.Config()
+    assert (c.type, c.glimpses, c.glimpse_size, c.scales, c.scale_factor) == ("ram", 6, 12, 3, 2)
+    assert (c.hidden, c.glimpse_hidden, c.loc_std, c.sensor, c.core) == (256, 128, 0.11, "fc", "lstm")
+    assert DRAM.Config().type == "dram" and FCClassifier.Config().type == "fc" and CNNClassifier.Config().type == "cnn"
+
+
+def test_glimpse_much_larger_than_canvas_is_a_user_error():
+    with pytest.raises(UserError, match="canvas"):
+        RAM(RAM.Config(glimpse_size=12, scales=5, scale_factor=3), channels=1, size=(28, 28), classes=10)
+
+
+@pytest.mark.parametrize("cls", [RAM, DRAM, FCClassifier, CNNClassifier])
+def test_registry_contract(cls):
+    assert MODELS.validate(cls) is None
+
+
+@pytest.mark.parametrize("cls", BUILTIN_LOSSES.values())
+def test_loss_registry_contract(cls):
+    assert LOSSES.validate(cls) is None
+
+
+# --- whole-image baselines -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [FCClassifier, CNNClassifier])
+@pytest.mark.parametrize("size", [(28, 28), (60, 60), (40, 90)])
+def test_baselines_match_ram_parameter_count(cls, size):
+    model = cls(cls.Config(), channels=1, size=size, classes=10)
+    budget = ram_parameter_count(1, 10)
+    assert abs(sum(p.numel() for p in model.parameters()) - budget) / budget < 0.05
+    out = model(torch.rand(3, 1, *size), replicas=2)
+    assert out.logits.shape == (6, 10)
+    assert out.means is None and out.log_probs is None and out.locations is None
+    narrow = cls(cls.Config(width=16), channels=1, size=size, classes=10)
+    assert narrow.width == 16
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+class Deterministic(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        out = self.model(x, deterministic=True)
+        return out.logits, out.locations
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning", "ignore::UserWarning")
+@pytest.mark.parametrize("cls", [RAM, DRAM])
+def test_onnx_export(cls, tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    wrapped, x = Deterministic(make(cls)).eval(), images(2)
+    path = tmp_path / "model.onnx"
+    torch.onnx.export(wrapped, (x,), str(path), opset_version=17, dynamo=False)
+    sess = ort.InferenceSession(str(path))
+    logits, locations = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    want = wrapped(x)
+    torch.testing.assert_close(torch.from_numpy(logits), want[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(torch.from_numpy(locations), want[1], rtol=1e-4, atol=1e-4)
+
+
+def test_torch_export():
+    wrapped, x = Deterministic(make(RAM)).eval(), images(2)
+    program = torch.export.export(wrapped, (x,))
+    torch.testing.assert_close(program.module()(x)[0], wrapped(x)[0])
