@@ -109,3 +109,70 @@ def write_idx_dir(
 
 def gz_bytes(data: bytes) -> bytes:
     return gzip.compress(data, mtime=0)
+
+
+# ---------------------------------------------------------------- tiny training runs
+
+#: A RAM small enough that a few steps take well under a second on one CPU thread.
+TINY_MODEL = ("--model", "ram", "--set", "model.hidden=32", "--set", "model.glimpse_hidden=16", "--set", "model.glimpses=3")
+#: Data, batch and evaluation settings of every tiny run (bundled digits: offline, fast).
+TINY_RUN = (
+    "--dataset", "cmnist-60", "--set", "dataset.digits=mnist-mini",
+    "--batch-size", "4", "--mc", "2", "--eval-n", "20", "--threads", "1",
+)
+
+
+def tiny_train_args(out: Path, *extra: str, steps: int = 6, eval_every: int = 3, model: tuple[str, ...] = TINY_MODEL) -> list[str]:
+    """`lgdram train` arguments of a tiny run writing `out` (extra arguments last: they win)."""
+    return [
+        "train", "--out", str(out), *TINY_RUN, *model,
+        "--steps", str(steps), "--eval-every", str(eval_every), *extra,
+    ]
+
+
+def offline_env(cache: Path) -> dict[str, str]:
+    """The isolated environment of `conftest.isolated_env`, for session-scoped subprocesses."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LGDRAM_")}
+    env.update(
+        XDG_CACHE_HOME=str(cache), LGDRAM_MNIST_MIRRORS=dead_url(), LGDRAM_FASHION_MIRRORS=dead_url(),
+        LGDRAM_THREADS="1", OMP_NUM_THREADS="1",
+    )
+    return env
+
+
+def train_cli(out: Path, *extra: str, env: dict[str, str] | None = None, timeout: float = 180, **kw) -> subprocess.CompletedProcess:
+    """A tiny `lgdram train` in a subprocess; fails the test (with its stderr) unless it exits 0."""
+    args = tiny_train_args(out, *extra, **kw)
+    if env is None:
+        result = run_cli(*args, timeout=timeout)
+    else:
+        result = subprocess.run([str(LGDRAM), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr}"
+    return result
+
+
+def checkpoint_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def checkpoint_tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    import torch
+
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"tensors differ: {different}"

@@ -159,10 +159,22 @@ def test_hybrid_sums_weighted_terms_and_reports_metrics():
     assert total.item() == pytest.approx(sum(p.item() for p in parts))
     assert metrics["loss/location"] == pytest.approx(3 * 0.97 * 0.01)  # rows: 0.02 and 0
     assert metrics["location/gamma"] == pytest.approx(0.97)
-    assert {"loss/total", "loss/classification", "loss/reinforce", "reinforce/reward", "classification/accuracy"} <= set(
-        metrics
-    )
+    expected = {"loss/total", "loss/classification", "loss/reinforce", "reinforce/reward", "classification/accuracy"}
+    assert expected <= set(metrics)
     with pytest.raises(UserError, match=r"loss\.location.*decay"):
         HybridLoss({"location": {"decay": 2}}, BUILTIN_LOSSES)
     with pytest.raises(UserError, match="did you mean 'location'"):
         HybridLoss({"locaton": {}}, BUILTIN_LOSSES)
+
+
+def test_hybrid_resolves_names_through_the_registry(monkeypatch):
+    from lgdram_cli.registry import LOSSES, Entry
+
+    entries = {
+        name: Entry(LOSSES, name, f"lgdram_cli.losses:{cls.__name__}", "lgdram", "test")
+        for name, cls in BUILTIN_LOSSES.items()
+    }
+    monkeypatch.setitem(LOSSES.__dict__, "_entries", entries)
+    hybrid = HybridLoss({"classification": {}, "location": {"gamma_min": 0.5}})
+    assert isinstance(hybrid.terms["location"], LocationLoss)
+    assert hybrid.terms["location"].config.gamma_min == 0.5

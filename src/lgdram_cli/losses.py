@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from pydantic import model_validator
 
 from lgdram_cli import PLUGIN_API_VERSION
-from lgdram_cli.errors import UserError
+from lgdram_cli.errors import UserError, unknown_name
 from lgdram_cli.models.base import ModelOutput
+from lgdram_cli.registry import LOSSES
 from lgdram_cli.specs import StrictModel, validate
 
 
@@ -240,16 +241,12 @@ class HybridLoss:
             raise UserError("no loss terms given; e.g. classification, reinforce, location")
         self.terms: dict[str, Loss] = {}
         for name, cfg in spec.items():
-            if classes is not None:
-                if name not in classes:
-                    from lgdram_cli.errors import unknown_name
-
-                    raise unknown_name("loss", name, classes)
+            if classes is None:
+                cls = LOSSES.get(name)
+            elif name in classes:
                 cls = classes[name]
             else:
-                from lgdram_cli.registry import LOSSES
-
-                cls = LOSSES.get(name)
+                raise unknown_name("loss", name, classes)
             self.terms[name] = cls(validate(cls.Config, dict(cfg or {}), where=f"loss.{name}"))
 
     def __call__(self, out: ModelOutput, batch: LossBatch, step: int) -> tuple[torch.Tensor, dict[str, float]]:

@@ -52,6 +52,7 @@ def gen_data(
     sets: Sets = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
+    preview: Annotated[bool, typer.Option("--preview", help="Also write a PNG sheet of the first 16 canvases next to --out.")] = False,
 ) -> None:
     """Generate a cluttered-digit dataset with location ground truth as HDF5."""
     from lgdram_cli.errors import UserError
@@ -70,6 +71,14 @@ def gen_data(
             spec, out, force=force, device=resolve_device(device), on_progress=lambda k: bar.advance(task, k)
         )
     ds = resolved["dataset"]
+    if preview:
+        from lgdram_cli.data.h5io import CanvasFile
+        from lgdram_cli.viz.glimpses import dataset_sheet
+
+        sheet = out.with_suffix(".preview.png")
+        batch, _ = CanvasFile(out).read(slice(0, min(16, spec.n)))
+        dataset_sheet(batch, sheet)
+        err.print(f"wrote {sheet}")
     err.print(
         f"wrote {spec.n} {spec.split} samples of {ds['type']} (digits: {ds.get('digits', '-')}) to {out}"
     )

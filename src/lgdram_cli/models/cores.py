@@ -26,7 +26,7 @@ class Core(nn.Module):
         if kind == "lstm":
             self.cell: nn.Module = nn.LSTMCell(input_size, hidden)
         elif kind == "rnn":
-            # one fused kernel computing ReLU(W_ih·x + b_ih + W_hh·h + b_hh)
+            # h' = ReLU(W_ih·x + b_ih + W_hh·h + b_hh)
             self.cell = nn.RNNCell(input_size, hidden, nonlinearity="relu")
         elif kind == "gru":
             self.cell = nn.GRUCell(input_size, hidden)

@@ -83,7 +83,7 @@ class DRAM(AttentionModel):
     def forward(self, images: torch.Tensor, deterministic: bool = False, replicas: int = 1) -> ModelOutput:
         """`images` [B, C, H, W]; with `replicas` M every image is run M times (rows r·M … r·M+M−1)."""
         T = self.config.glimpses
-        n = images.shape[0] * replicas
+        n = self._rows(images, replicas)
         sensed = self.retina.prepare(images)
         r2 = self.context(images)
         if replicas > 1:
@@ -100,5 +100,4 @@ class DRAM(AttentionModel):
             states.append(r1)
             if t < T - 1:
                 r2, top = self.top(r1, top)
-        chosen = torch.stack(locations, dim=1)
-        return self._output(torch.stack(states, dim=1), torch.stack(tops, dim=1), means, locations, chosen)
+        return self._output(torch.stack(states, dim=1), torch.stack(tops, dim=1), means, locations)

@@ -122,6 +122,13 @@ class AttentionModel(Model):
         return torch.randn(n, steps, 2, device=like.device, dtype=like.dtype) * self.config.loc_std
 
     @staticmethod
+    def _rows(images: torch.Tensor, replicas: int) -> int:
+        """Rows of the output: every image `replicas` times."""
+        if replicas < 1:
+            raise ValueError(f"replicas must be a positive integer, got {replicas}")
+        return images.shape[0] * replicas
+
+    @staticmethod
     def _act(mean: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         """The location actually used: the mean, or a clamped sample; detached either way."""
         mean = mean.detach()
@@ -133,14 +140,14 @@ class AttentionModel(Model):
         decision_states: torch.Tensor,
         means: list[torch.Tensor],
         locations: list[torch.Tensor],
-        chosen: torch.Tensor,
     ) -> ModelOutput:
         """Heads applied to all steps at once (one matmul each, not one per step).
 
-        `states` [n, T, hidden] feed the classifier, `decision_states` [n, P, hidden] the baseline,
-        `chosen` [n, P, 2] are the locations the P decisions picked.
+        `states` [n, T, hidden] feed the classifier, `decision_states` [n, P, hidden] the baseline;
+        the P decisions chose the last P of the T `locations`.
         """
         step_logits = self.classifier(states)  # [n, T, classes]
+        where = torch.stack(locations, dim=1)  # [n, T, 2]
         n = step_logits.shape[0]
         if means:
             mean = torch.stack(means, dim=1)  # [n, P, 2]
@@ -151,9 +158,9 @@ class AttentionModel(Model):
         return ModelOutput(
             logits=step_logits[:, -1],
             step_logits=step_logits,
-            locations=torch.stack(locations, dim=1),
+            locations=where,
             means=mean,
-            log_probs=gaussian_log_prob(chosen, mean, self.config.loc_std),
+            log_probs=gaussian_log_prob(where[:, where.shape[1] - mean.shape[1] :], mean, self.config.loc_std),
             baselines=baselines,
         )
 
@@ -170,7 +177,7 @@ class RAM(AttentionModel):
     def forward(self, images: torch.Tensor, deterministic: bool = False, replicas: int = 1) -> ModelOutput:
         """`images` [B, C, H, W]; with `replicas` M every image is run M times (rows r·M … r·M+M−1)."""
         T = self.config.glimpses
-        n = images.shape[0] * replicas
+        n = self._rows(images, replicas)
         sensed = self.retina.prepare(images)  # the pyramid is built for the B distinct images only
         noise = self._noise(n, T - 1, images, deterministic)
         loc = images.new_zeros(n, 2)  # first glimpse: the image centre
@@ -184,6 +191,5 @@ class RAM(AttentionModel):
                 means.append(torch.tanh(self.locator(h)))
                 loc = self._act(means[-1], None if noise is None else noise[:, t])
                 locations.append(loc)
-        chosen = torch.stack(locations[1:], dim=1) if T > 1 else images.new_zeros(n, 0, 2)
         hs = torch.stack(states, dim=1)
-        return self._output(hs, hs[:, :-1], means, locations, chosen)
+        return self._output(hs, hs[:, :-1], means, locations)

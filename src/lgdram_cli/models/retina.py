@@ -3,12 +3,13 @@
 Scale k of a glimpse is a patch P_k = g·s^k pixels wide (g = glimpse_size, s = scale_factor)
 reduced to g×g by averaging s^k × s^k blocks; pixels outside the image read zero.
 
-Why it is fast: the block averages do not depend on the location, so `prepare` computes them
-once per image batch — for every scale, the stride-1 box average of the zero-padded image (a
-"pyramid" at full resolution, built by a cascade of shifted adds, far cheaper than
-`avg_pool2d(stride=1)`). A glimpse is then one `index_select` of g×g pixels at stride s^k
-from a flat buffer. Nothing needs a gradient (locations are detached samples), so everything
-runs without autograd, and every op exports to ONNX / torch.export (no data-dependent flow).
+Why it is fast: block means do not depend on the location, so `prepare` computes them once
+per image batch — for every scale, the stride-1 s^k × s^k box mean of the zero-padded images,
+by a cascade of shifted adds (far cheaper than `avg_pool2d(stride=1)`), for the B distinct
+images only (not the B·M Monte-Carlo replicas). A glimpse is then one `index_select` of g×g
+cells at stride s^k per scale from a flat buffer, vectorised over rows and scales. Nothing
+needs a gradient (locations are detached samples), so everything runs without autograd, and
+every op exports to ONNX (opset 17) and torch.export (no data-dependent control flow).
 
 Placement: with c = (x + 1)/2 · W the location in pixel units (grid_sample, align_corners=False),
 a patch of width P spans [c − P/2, c + P/2), its integer start is round(c − P/2) with ties
@@ -19,7 +20,7 @@ clamped to [-1, 1] first.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +33,23 @@ _TIE = 1e-3  # px; see module docstring
 class RetinaState:
     """Per-batch precomputation shared by all glimpses (and all Monte-Carlo replicas)."""
 
-    flat: torch.Tensor  # [B·S·C·(Hc+1)·(Wc+1)]: block means of every scale on one grid, flattened
+    flat: torch.Tensor  # [B·S·C·rows·cols]: block means of every scale on one grid, flattened
     channels: int
-    height: int
-    width: int
+    rows: int  # grid height: H + margin + 1 (the last row is all zeros)
+    cols: int  # grid width: W + margin + 1 (the last column is all zeros)
+    half: torch.Tensor  # [2]: (W/2, H/2), location units → pixels
+    origin: torch.Tensor  # [S, 2]: first block's grid cell, before flooring, at location (0, 0)
+    last: torch.Tensor  # int64 [2, 1]: index of the zero column / row
+    _corners: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+
+    def corners(self, n: int, replicas: int, scales: int) -> torch.Tensor:
+        """int64 [n, S, 1]: where scale k of row r's image starts in `flat` (cached per batch)."""
+        if (n, replicas) not in self._corners:
+            image = torch.arange(n, device=self.flat.device) // replicas
+            per_scale = torch.arange(scales, device=self.flat.device)
+            corner = (image[:, None] * scales + per_scale) * (self.channels * self.rows * self.cols)
+            self._corners[(n, replicas)] = corner[:, :, None]
+        return self._corners[(n, replicas)]
 
 
 class Retina(nn.Module):
@@ -66,13 +80,13 @@ class Retina(nn.Module):
         """Block means of the images at every scale, once per batch: [B, C, H, W] → state."""
         with torch.no_grad():
             _, C, H, W = images.shape
-            m = self.margin
-            rows, cols = H + m + 1, W + m + 1  # grid size, zero last row/column included
-            x = F.pad(images, (m, m + 1, m, m + 1))
+            m, s = self.margin, self.s
+            rows, cols = H + m + 1, W + m + 1  # grid cells = positions −m … H, the last one all zeros
+            x = F.pad(images, (m, m + 1, m, m + 1))  # m more cells than the grid: the cascade eats them
             levels = [x[..., :rows, :cols]]
             for f in self.factors[1:]:
                 # a block of side f = s blocks of side f/s shifted by f/s, first along x, then y
-                prev, s = f // self.s, self.s
+                prev = f // s
                 h = x[..., :, : x.shape[-1] - (f - prev)]
                 for j in range(1, s):
                     h = h + x[..., :, j * prev : j * prev + h.shape[-1]]
@@ -82,24 +96,24 @@ class Retina(nn.Module):
                 x = x * (1.0 / (s * s))
                 levels.append(x[..., :rows, :cols])
             flat = torch.stack(levels, dim=1).reshape(-1)  # [B, S, C, rows, cols]
-        return RetinaState(flat, C, H, W)
+            half = images.new_tensor([0.5 * W, 0.5 * H])
+            origin = half[None, :] - self.shift.to(images.dtype)[:, None]
+            last = torch.tensor([[W + m], [H + m]], device=images.device)
+        return RetinaState(flat, C, rows, cols, half, origin, last)
 
     def glimpse(self, state: RetinaState, loc: torch.Tensor, replicas: int = 1) -> torch.Tensor:
         """Patches at `loc` [N, 2] (x, y); row r reads image r // replicas. → [N, S·C, g, g]."""
         with torch.no_grad():
-            N, S, C, g, m = loc.shape[0], self.scales, state.channels, self.g, self.margin
-            H, W = state.height, state.width
-            cols = W + m + 1
-            last = torch.tensor([[W + m], [H + m]], device=loc.device)  # the zero column / row
-            centre = (loc.clamp(-1.0, 1.0) + 1.0) * loc.new_tensor([0.5 * W, 0.5 * H])  # pixels
-            start = torch.floor(centre[:, None, :] - self.shift.to(loc.dtype)[None, :, None]).long()  # [N,S,2]
+            N, S, C, g = loc.shape[0], self.scales, state.channels, self.g
+            cols = state.cols
+            # first block's grid cell per scale: floor(c − (P/2 − 1/2 − tie)) + margin, c = (x+1)·W/2
+            start = torch.floor(torch.addcmul(state.origin, loc.clamp(-1.0, 1.0)[:, None, :], state.half)).long()
             cells = start[..., None] + self.steps[None, :, None, :]  # [N, S, (x, y), g]
-            cells = torch.minimum(torch.where(cells < 0, last, cells), last)  # outside → zero row/col
-            image = torch.arange(N, device=loc.device) // replicas
-            plane = (H + m + 1) * cols
-            corner = (image[:, None] * S + torch.arange(S, device=loc.device)) * (C * plane)  # [N, S]
-            index = (corner[:, :, None] + cells[:, :, 1] * cols)[..., None] + cells[:, :, 0, None, :]
+            cells = torch.minimum(torch.where(cells < 0, state.last, cells), state.last)  # outside → zero row/col
+            rows = torch.add(state.corners(N, replicas, S), cells[:, :, 1], alpha=cols)  # [N, S, g]
+            index = rows[..., None] + cells[:, :, 0, None, :]  # [N, S, g, g]
             if C > 1:
+                plane = state.rows * cols
                 index = index[:, :, None] + (torch.arange(C, device=loc.device) * plane)[:, None, None]
             out = torch.index_select(state.flat, 0, index.reshape(-1))
         return out.view(N, S * C, g, g)
