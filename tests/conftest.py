@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import SHARED_DATA, dead_url
+from helpers import SHARED_DATA, TINY_MODEL, dead_url, offline_env, train_cli
 from lgdram_cli.data import sources
 
 torch.set_num_threads(1)
@@ -39,3 +39,41 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"offline MNIST data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# ---------------------------------------------------------------- trained runs shared by modules
+
+#: name → the model arguments of the session's shared tiny runs.
+TRAINED = {
+    "ram": TINY_MODEL,
+    "dram": ("--model", "dram", *TINY_MODEL[2:]),
+    # a whole-image classifier trains with the classification term only (a spec file's loss
+    # table replaces the default one)
+    "fc": ("--model", "fc", "--set", "model.width=32", "--spec", "{root}/classification-only.json"),
+}
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """`trained(name)` → path of a tiny run's checkpoint (6 steps, evaluated at 3 and 6), trained
+    once per session in a subprocess. Read-only: copy it before changing anything."""
+    root = tmp_path_factory.mktemp("trained")
+    env = offline_env(root / "cache")
+    (root / "classification-only.json").write_text('{"loss": {"classification": {}}}')
+    done: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in done:
+            out = root / name / "run.safetensors"
+            out.parent.mkdir()
+            train_cli(out, env=env, model=tuple(a.format(root=root) for a in TRAINED[name]))
+            done[name] = out
+        return done[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_run(trained) -> Path:
+    """The shared tiny RAM run (run.safetensors, run.optim.safetensors, run.metrics.jsonl)."""
+    return trained("ram")

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from lgdram_cli.training.feed import OnTheFlyFeed
-from lgdram_cli.training.loop import build, train_step
+from lgdram_cli.training.loop import build, make_optimizer, train_step
 from lgdram_cli.training.spec import TrainSpec
 
 
@@ -27,7 +27,7 @@ def time_train_step(spec: TrainSpec, device: torch.device, steps: int, warmup: i
     torch.manual_seed(spec.seed)
     setup = build(spec)
     model = setup.model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=spec.optim.lr)
+    optimizer = make_optimizer(model, spec.optim.lr)
     feed = OnTheFlyFeed(setup.generator, spec.seed, spec.annotations, spec.batch_size, 1)
     batch = feed.batch(0, 0, device)  # fixed batch: time the model, not the generator
     flops = step_flops(setup, batch, spec.mc)
