@@ -11,10 +11,12 @@ TORCH_ARGS ?=
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml Makefile plugins/lgdram-example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH_ARGS) "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# the example third-party plugin (its dependency, lgdram, is the editable install above)
+	$(BIN)/pip install --quiet --no-deps -e plugins/lgdram-example
 	touch $@
 
 ## The test suite (default: everything but tests marked slow; < 10 min on 2 cores).

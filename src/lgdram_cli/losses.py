@@ -40,6 +40,8 @@ class LossBatch:
     centers: torch.Tensor  # float32 [N, 2]: annotated target centre (x, y) in [-1, 1]
     annotated: torch.Tensor  # bool [N]: whether `centers` is known for that row
     replicas: int = 1
+    boxes: torch.Tensor | None = None  # float32 [N, 4]: target box (x0, y0, x1, y1) in pixels, when known
+    size: tuple[int, int] | None = None  # canvas (H, W) in pixels, to relate `boxes` to locations
 
 
 @dataclass

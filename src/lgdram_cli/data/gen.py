@@ -12,7 +12,9 @@ from pydantic import Field
 
 from lgdram_cli.data.h5io import CanvasWriter, annotation_mask, atomic_path
 from lgdram_cli.data.presets import make_generator
+from lgdram_cli.errors import UserError
 from lgdram_cli.specs import StrictModel
+from lgdram_cli.testing import check_batch
 
 #: Canvases generated and written per step (bounded memory for any N).
 WRITE_BLOCK = 4096
@@ -40,6 +42,9 @@ def generate_file(
     generator = make_generator(spec.dataset)
     with atomic_path(out, force) as tmp:
         first = generator.generate(min(spec.n, WRITE_BLOCK), spec.split, spec.seed, device)
+        problem = check_batch(first.to("cpu"), len(first), generator.channels, tuple(generator.size), generator.classes)
+        if problem or len(first) != min(spec.n, WRITE_BLOCK):
+            raise UserError(f"{getattr(generator, 'origin', 'the dataset')} returned a bad batch: {problem or 'wrong sample count'}")
         resolved = spec.model_dump(mode="json")
         resolved["dataset"] = generator.resolved_config()
         attrs: dict[str, Any] = {

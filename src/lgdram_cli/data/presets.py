@@ -58,5 +58,8 @@ def make_generator(spec: dict[str, Any], where: str = "dataset") -> Any:
 
     if not isinstance(spec, dict) or "type" not in spec:
         raise UserError(f"the {where} spec needs a 'type' (a generator name such as 'mcmnist')")
-    cls = DATASETS.get(str(spec["type"]))
-    return cls(validate(cls.Config, spec, where=where))
+    entry = DATASETS.entry(str(spec["type"]))
+    cls = entry.load()
+    generator = cls(validate(cls.Config, spec, where=where))
+    generator.origin = f"dataset '{entry.name}' from '{entry.origin}'"  # for error messages
+    return generator

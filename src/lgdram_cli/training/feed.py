@@ -24,6 +24,7 @@ class TrainBatch:
     labels: torch.Tensor  # int64 [B]
     centers: torch.Tensor  # float32 [B, 2]
     annotated: torch.Tensor  # bool [B]: may the location loss use this image?
+    boxes: torch.Tensor  # float32 [B, 4]: target boxes in pixels (meaningful where annotated)
 
 
 def _step_generator(seed: int, step: int, rank: int, salt: int) -> torch.Generator:
@@ -79,7 +80,7 @@ class FileFeed:
 
 def _to_train_batch(data: CanvasBatch, annotated: torch.Tensor, device: torch.device) -> TrainBatch:
     data = data.to(device)
-    return TrainBatch(data.images.float().div_(255), data.labels, data.centers, annotated)
+    return TrainBatch(data.images.float().div_(255), data.labels, data.centers, annotated, data.boxes)
 
 
 def check_file_matches(file: CanvasFile, channels: int, size: tuple[int, int], what: str) -> None:

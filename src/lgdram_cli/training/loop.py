@@ -39,12 +39,33 @@ from lgdram_cli.training.spec import TrainSpec
 THRESHOLDS = (0.5, 0.8, 0.9)
 
 
+def probe(generator: DatasetGenerator, model: Model) -> None:
+    """Catch a plugin that breaks the tensor contract before training starts, naming it."""
+    from lgdram_cli.testing import check_batch, check_output
+
+    size = tuple(generator.size)
+    sample = generator.generate(2, "train", 0)
+    problem = check_batch(sample, 2, generator.channels, size, generator.classes)
+    if problem:
+        raise UserError(f"{getattr(generator, 'origin', 'the dataset')} returned a bad batch: {problem}")
+    state = torch.get_rng_state()  # probing must not shift the training run's random stream
+    with torch.no_grad():
+        out = model(sample.images.float() / 255, replicas=2)
+    torch.set_rng_state(state)
+    problem = check_output(out, 4, generator.classes)
+    if problem:
+        raise UserError(f"{getattr(model, 'origin', 'the model')}: {problem}")
+
+
 def build_model(model_spec: dict[str, Any], channels: int, size: tuple[int, int], classes: int) -> Model:
     """Two-stage: `type` picks the registry entry, its Config validates the parameters."""
     if "type" not in model_spec:
         raise UserError("the model spec needs a 'type' (e.g. ram or dram)")
-    cls = MODELS.get(str(model_spec["type"]))
-    return cls(validate(cls.Config, model_spec, where="model"), channels=channels, size=size, classes=classes)
+    entry = MODELS.entry(str(model_spec["type"]))
+    cls = entry.load()
+    model = cls(validate(cls.Config, model_spec, where="model"), channels=channels, size=size, classes=classes)
+    model.origin = f"model '{entry.name}' from '{entry.origin}'"  # for error messages
+    return model
 
 
 @dataclass
@@ -77,6 +98,7 @@ def build(spec: TrainSpec) -> Setup:
     generator = make_generator(spec.dataset)
     channels, size, classes = generator.channels, tuple(generator.size), generator.classes
     model = build_model(spec.model, channels, size, classes)
+    probe(generator, model)
     loss = HybridLoss(spec.loss)
     if spec.mc < 2 and "rloo" in loss.terms:
         raise UserError("the 'rloo' loss needs --mc 2 or more: its baseline is the other replicas' mean reward")
@@ -107,6 +129,8 @@ def train_step(
         centers=batch.centers.repeat_interleave(replicas, dim=0),
         annotated=batch.annotated.repeat_interleave(replicas),
         replicas=replicas,
+        boxes=batch.boxes.repeat_interleave(replicas, dim=0),
+        size=(batch.images.shape[-2], batch.images.shape[-1]),
     )
     total, terms = loss(output, target, step)
     if not torch.isfinite(total):

@@ -1,0 +1,1 @@
+"""Example lgdram plugin: one dataset generator, one model variant, one loss term."""

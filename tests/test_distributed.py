@@ -1,0 +1,101 @@
+"""`lgdram train` under torchrun: two CPU processes (gloo), one writer (rank 0).
+
+torchrun runs Python files or modules, not console scripts, so the launch is
+`torchrun --nproc-per-node 2 --standalone -m lgdram_cli train ...`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import (
+    checkpoint_metadata,
+    leftovers,
+    read_jsonl,
+    run_main,
+    tiny_train_args,
+)
+from lgdram_cli.training import checkpoint as ckpt
+
+TORCHRUN = Path(sys.executable).parent / "torchrun"
+
+
+def torchrun(*args: str, nproc: int = 2, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", LGDRAM_THREADS="1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    return subprocess.run(
+        [str(TORCHRUN), "--nproc-per-node", str(nproc), "--standalone", "-m", "lgdram_cli", *args],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    if not TORCHRUN.is_file():
+        pytest.skip("torchrun not installed beside the interpreter")
+    out = tmp_path_factory.mktemp("ddp") / "run.safetensors"
+    result = torchrun(*tiny_train_args(out, "--set", "log_every=1", steps=4, eval_every=2))
+    return out, result
+
+
+def test_ddp_two_processes_train_and_rank0_writes_one_checkpoint(ddp_run):
+    out, result = ddp_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    files = leftovers(out.parent)
+    assert files == ["run.metrics.jsonl", "run.optim.safetensors", "run.safetensors"], files
+    meta = checkpoint_metadata(out)
+    assert meta["lgdram.step"] == "4"
+    assert ckpt.load_checkpoint(out).step == 4
+    assert result.stderr.count("spec: ") == 1  # only rank 0 logs the spec
+
+
+def test_ddp_metrics_lines_are_not_duplicated(ddp_run):
+    out, result = ddp_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = read_jsonl(ckpt.metrics_path(out))
+    train = [r["step"] for r in records if r["kind"] == "train"]
+    evals = [r["step"] for r in records if r["kind"] == "eval"]
+    assert train == [1, 2, 3, 4]  # --set log_every=1: one line per step, once
+    assert evals == [2, 4]
+    last = [r for r in records if r["kind"] == "train"][-1]
+    # throughput counts both processes: batch 4 x mc 2 x world 2 per step
+    assert last["images_per_s"] > 0
+
+
+def test_ddp_checkpoint_loads_in_eval(ddp_run, capsys):
+    out, result = ddp_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    code, stdout, err = run_main(["eval", str(out), "--json", "--threads", "1"], capsys)
+    assert code == 0, err
+    evaluated = json.loads(stdout)
+    recorded = json.loads(checkpoint_metadata(out)["lgdram.metrics"])
+    assert evaluated["accuracy"] == recorded["accuracy"]
+    assert evaluated["location_error_px"] == recorded["location_error_px"]
+
+
+def test_ddp_only_rank0_reports_the_result(ddp_run):
+    """The final 'saved run.safetensors: test accuracy …' line comes once, from rank 0
+    (the other rank has no evaluation and must not print 'accuracy nan')."""
+    out, result = ddp_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = [line for line in result.stderr.splitlines() if line.startswith("saved ")]
+    assert len(saved) == 1, saved
+    assert "nan" not in saved[0]
+
+
+def test_ddp_resume(tmp_path):
+    out = tmp_path / "run.safetensors"
+    first = torchrun(*tiny_train_args(out, steps=2, eval_every=2))
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = torchrun(*tiny_train_args(out, "--resume", steps=4, eval_every=2))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert checkpoint_metadata(out)["lgdram.step"] == "4"
+    assert [r["step"] for r in read_jsonl(ckpt.metrics_path(out)) if r["kind"] == "eval"] == [2, 4]
