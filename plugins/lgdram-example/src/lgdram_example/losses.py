@@ -38,4 +38,4 @@ class BoxHingeLoss(Loss):
         mask = batch.annotated.to(per_row.dtype)
         value = (per_row * mask).sum() / mask.sum().clamp(min=1.0)
         inside = ((outside == 0).all(-1).float().mean(-1) * mask).sum() / mask.sum().clamp(min=1.0)
-        return LossTerm(self.config.weight * value, {"hinge": float(value), "inside": float(inside)})
+        return LossTerm(self.config.weight * value, {"hinge": float(value.detach()), "inside": float(inside)})
