@@ -210,14 +210,14 @@ def test_glimpse_boxes_scale_with_the_retina_patch_widths(canvas):
         assert x0 == y0 == centre - width * scale / 2
 
 
-@pytest.mark.parametrize("canvas", [60, 100, 28])
-def test_glimpse_box_covers_exactly_the_patch_pixels(canvas):
+def test_glimpse_box_covers_exactly_the_patch_pixels():
     """A 12-px patch at (0, 0) covers canvas pixels [c − 6, c + 6): drawn, exactly 12 × upscale
     pixels (PIL's rectangle includes its end point, so the far edge must be x1 − 1, as draw_box does)."""
-    scale = draw.upscale_factor((canvas, canvas))
-    for width in (12, 24):
-        x0, x1, y0, y1 = _box_extent(canvas, scale, width)
-        assert (x1 - x0 + 1, y1 - y0 + 1) == (width * scale, width * scale), (width, x0, x1)
+    for canvas in (60, 100, 28):
+        scale = draw.upscale_factor((canvas, canvas))
+        for width in (12, 24):
+            x0, x1, y0, y1 = _box_extent(canvas, scale, width)
+            assert (x1 - x0 + 1, y1 - y0 + 1) == (width * scale, width * scale), (canvas, width, x0, x1)
 
 
 def test_nested_boxes_one_per_scale():
