@@ -41,7 +41,7 @@ def ddp_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     if not TORCHRUN.is_file():
         pytest.skip("torchrun not installed beside the interpreter")
     out = tmp_path_factory.mktemp("ddp") / "run.safetensors"
-    result = torchrun(*tiny_train_args(out, "--set", "log_every=1", steps=4, eval_every=2))
+    result = torchrun(*tiny_train_args(out, "--set", "log_every=1", "--json", steps=4, eval_every=2))
     return out, result
 
 

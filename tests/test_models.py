@@ -144,7 +144,8 @@ def test_same_seed_same_output(cls):
     torch.manual_seed(7)
     b = model(x)
     for field in ("logits", "step_logits", "locations", "means", "log_probs", "baselines"):
-        assert torch.equal(getattr(a, field), getattr(b, field)), field
+        fa, fb = getattr(a, field), getattr(b, field)
+        assert (fa is None and fb is None) or torch.equal(fa, fb), field
     torch.manual_seed(8)
     assert not torch.equal(model(x).locations, a.locations)
 
@@ -185,10 +186,16 @@ def test_every_config_shapes_and_all_parameters_learn(cls, core, sensor):
     T, P = 3, 3 if cls is DRAM else 2
     torch.manual_seed(10)
     out = model(images(2, 3), replicas=3)
-    assert out.logits.shape == (6, 10) and out.step_logits.shape == (6, T, 10)
+    assert out.logits.shape == (6, 10)
+    assert out.step_logits is None  # training mode: only the final prediction is computed
     assert out.locations.shape == (6, T, 2) and out.means.shape == (6, P, 2)
     assert out.log_probs.shape == (6, P) and out.baselines.shape == (6, P)
-    assert torch.equal(out.logits, out.step_logits[:, -1])
+    with torch.no_grad():
+        model.eval()
+        ev = model(images(2, 3), replicas=3, deterministic=True)
+        model.train()
+    assert ev.step_logits.shape == (6, T, 10)  # evaluation: a prediction after every glimpse
+    assert torch.equal(ev.logits, ev.step_logits[:, -1])
     assert out.locations.abs().max() <= 1 and out.means.abs().max() < 1
     hybrid = HybridLoss({"classification": {}, "reinforce": {}, "location": {}}, BUILTIN_LOSSES)
     total, metrics = hybrid(out, loss_batch(6, replicas=3), step=0)

@@ -32,7 +32,7 @@ class ModelOutput:
     """What a forward pass returns. T = number of glimpses, P = number of policy decisions."""
 
     logits: torch.Tensor  # [B, classes]: the final prediction
-    step_logits: torch.Tensor | None = None  # [B, T, classes]: prediction after each glimpse
+    step_logits: torch.Tensor | None = None  # [B, T, classes]: prediction after each glimpse (eval mode)
     locations: torch.Tensor | None = None  # [B, T, 2]: where each glimpse was taken (no grad)
     means: torch.Tensor | None = None  # [B, P, 2]: policy means (grad → location net, core)
     log_probs: torch.Tensor | None = None  # [B, P]: log π(l) of the locations taken (grad via means only)

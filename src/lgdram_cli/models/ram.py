@@ -143,20 +143,25 @@ class AttentionModel(Model):
     ) -> ModelOutput:
         """Heads applied to all steps at once (one matmul each, not one per step).
 
-        `states` [n, T, hidden] feed the classifier, `decision_states` [n, P, hidden] the baseline;
+        `states` [n, T, hidden] feed the classifier, the first P of `decision_states` the baseline;
         the P decisions chose the last P of the T `locations`.
         """
-        step_logits = self.classifier(states)  # [n, T, classes]
+        # Per-glimpse predictions are for evaluation and pictures; training needs only the final
+        # one, and skipping the rest saves a skinny [n·T, hidden] × [hidden, classes] matmul pair.
+        step_logits = None if self.training else self.classifier(states)  # [n, T, classes]
+        logits = self.classifier(states[:, -1]) if step_logits is None else step_logits[:, -1]
         where = torch.stack(locations, dim=1)  # [n, T, 2]
-        n = step_logits.shape[0]
+        n = logits.shape[0]
         if means:
             mean = torch.stack(means, dim=1)  # [n, P, 2]
-            baselines = self.baseline(decision_states.detach()).squeeze(-1)
+            # the baseline reads the first P decision states (slicing the output, not the input,
+            # avoids copying a non-contiguous [n, P, hidden] view)
+            baselines = self.baseline(decision_states.detach()).squeeze(-1)[:, : mean.shape[1]]
         else:  # a single-glimpse RAM makes no decision
-            mean = step_logits.new_zeros(n, 0, 2)
-            baselines = step_logits.new_zeros(n, 0)
+            mean = logits.new_zeros(n, 0, 2)
+            baselines = logits.new_zeros(n, 0)
         return ModelOutput(
-            logits=step_logits[:, -1],
+            logits=logits,
             step_logits=step_logits,
             locations=where,
             means=mean,
@@ -192,4 +197,4 @@ class RAM(AttentionModel):
                 loc = self._act(means[-1], None if noise is None else noise[:, t])
                 locations.append(loc)
         hs = torch.stack(states, dim=1)
-        return self._output(hs, hs[:, :-1], means, locations)
+        return self._output(hs, hs, means, locations)
