@@ -238,8 +238,7 @@ def resume_main(capsys, out: Path, *extra: str, steps: int = 8) -> tuple[int, st
 
 
 def assert_untouched(folder: Path, before: dict[str, bytes]) -> None:
-    after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
-    assert after == before
+    assert snapshot(folder) == before
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

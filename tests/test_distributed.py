@@ -81,21 +81,42 @@ def test_ddp_checkpoint_loads_in_eval(ddp_run, capsys):
     assert evaluated["location_error_px"] == recorded["location_error_px"]
 
 
-def test_ddp_only_rank0_reports_the_result(ddp_run):
-    """The final 'saved run.safetensors: test accuracy …' line comes once, from rank 0
-    (the other rank has no evaluation and must not print 'accuracy nan')."""
+def test_ddp_json_is_printed_once(ddp_run):
+    """`--json` under torchrun: one JSON document on stdout (rank 0's), not one per rank."""
     out, result = ddp_run
     assert result.returncode == 0, result.stderr[-3000:]
-    saved = [line for line in result.stderr.splitlines() if line.startswith("saved ")]
-    assert len(saved) == 1, saved
-    assert "nan" not in saved[0]
+    text = result.stdout.strip()
+    document, end = json.JSONDecoder().raw_decode(text)
+    assert text[end:].strip() == "", f"more than one JSON document on stdout:\n{result.stdout}"
+    assert document["step"] == 4 and "accuracy" in document
 
 
-def test_ddp_resume(tmp_path):
-    out = tmp_path / "run.safetensors"
+@pytest.fixture(scope="module")
+def ddp_resumed(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    """A 2-process run of 2 steps, resumed (2 processes again) to 4."""
+    if not TORCHRUN.is_file():
+        pytest.skip("torchrun not installed beside the interpreter")
+    out = tmp_path_factory.mktemp("ddp-resume") / "run.safetensors"
     first = torchrun(*tiny_train_args(out, steps=2, eval_every=2))
+    second = torchrun(*tiny_train_args(out, "--resume", steps=4, eval_every=2)) if first.returncode == 0 else None
+    return out, first, second
+
+
+def test_ddp_resume(ddp_resumed):
+    out, first, second = ddp_resumed
     assert first.returncode == 0, first.stderr[-3000:]
-    second = torchrun(*tiny_train_args(out, "--resume", steps=4, eval_every=2))
     assert second.returncode == 0, second.stderr[-3000:]
     assert checkpoint_metadata(out)["lgdram.step"] == "4"
     assert [r["step"] for r in read_jsonl(ckpt.metrics_path(out)) if r["kind"] == "eval"] == [2, 4]
+    assert leftovers(out.parent) == ["run.metrics.jsonl", "run.optim.safetensors", "run.safetensors"]
+
+
+def test_ddp_only_rank0_reports_the_result(ddp_resumed):
+    """The final 'saved run.safetensors: test accuracy …' line comes once, from rank 0
+    (the other rank has no evaluation and must not print 'accuracy nan')."""
+    out, first, second = ddp_resumed
+    for result in (first, second):
+        assert result is not None and result.returncode == 0
+        saved = [line for line in result.stderr.splitlines() if line.startswith("saved ")]
+        assert len(saved) == 1, saved
+        assert "nan" not in saved[0]

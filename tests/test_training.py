@@ -30,7 +30,6 @@ from helpers import (
     run_main,
     tiny_train_args,
 )
-from lgdram_cli.data.h5io import CanvasFile
 from lgdram_cli.training import checkpoint as ckpt
 
 
@@ -47,15 +46,6 @@ def trained_ok(capsys, out: Path, *extra: str, **kw) -> str:
 
 def spec_of(path: Path) -> dict:
     return json.loads(checkpoint_metadata(path)["lgdram.spec"])
-
-
-def gen_h5(path: Path, capsys, *sets: str, n: int = 40, split: str = "train") -> Path:
-    args = ["gen-data", "--dataset", "cmnist-60", "--set", "digits=mnist-mini", "--n", str(n), "--split", split]
-    for s in sets:
-        args += ["--set", s]
-    code, _, err = run_main([*args, "--out", str(path)], capsys)
-    assert code == 0, err
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -287,7 +287,7 @@ def check_loss(target: str | type, config: dict[str, Any] | None = None) -> list
         result = term(out, batch, step=0)
         label = "with" if annotated else "without"
         c.check(f"scalar value ({label} annotations)", result.value.dim() == 0, f"shape {tuple(result.value.shape)}")
-        c.check(f"finite value ({label} annotations)", bool(torch.isfinite(result.value)), f"{float(result.value)}")
+        c.check(f"finite value ({label} annotations)", bool(torch.isfinite(result.value)), f"{float(result.value.detach())}")
         c.check("metrics are floats", all(isinstance(v, float) for v in result.metrics.values()), f"{result.metrics}")
         if result.value.requires_grad:
             result.value.backward()

@@ -37,6 +37,8 @@ def parse_annotations(text: str | float | int, n: int | None = None) -> float:
         return share
     if re.fullmatch(r"\d+", s):
         count = int(s)
+        if count == 0:
+            return 0.0
         if n is None:
             raise UserError(f"--annotations {s}: give a share such as 1% (a count needs a fixed dataset size)")
         if count > n:

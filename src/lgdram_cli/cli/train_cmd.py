@@ -52,7 +52,13 @@ def train_spec(
     spec.update({k: (str(v) if isinstance(v, Path) else v) for k, v in fields.items() if v is not None})
     if annotations is not None:
         spec["annotations"] = parse_annotations(annotations, file_n)
-    return validate(TrainSpec, apply_overrides(spec, sets))
+    for section in ("dataset", "model", "loss"):  # so `--set model.core=rnn` edits the default model
+        if section not in spec:
+            spec[section] = TrainSpec.model_fields[section].default_factory()
+    spec = apply_overrides(spec, sets)
+    if isinstance(spec.get("loss"), dict):  # `--set loss.reinforce=null` removes a term
+        spec["loss"] = {k: v for k, v in spec["loss"].items() if v is not None}
+    return validate(TrainSpec, spec)
 
 
 def train(
@@ -107,9 +113,11 @@ def train(
             spec, out_path, device=resolve_device(device), resume=resume,
             log=lambda m: bar.console.print(m, soft_wrap=True), progress=bar,
         )
+    if not result:  # another rank of a distributed run: rank 0 reports
+        return
     if as_json:
         out.print_json(json.dumps(result))
-    elif result:
+    else:
         err.print(f"saved {out_path}: test accuracy {result.get('accuracy', float('nan')):.3f}")
 
 

@@ -53,7 +53,10 @@ def visualize(
         from lgdram_cli.training.checkpoint import metrics_path
         from lgdram_cli.viz.curves import plot_curves, read_metrics
 
-        runs = {c.name.removesuffix(".safetensors"): read_metrics(metrics_path(c)) for c in checkpoints}
+        names = [c.name.removesuffix(".safetensors") for c in checkpoints]
+        if len(set(names)) < len(names):  # a/run and b/run: label by folder too
+            names = [f"{c.parent.name}/{n}" for c, n in zip(checkpoints, names)]
+        runs = {n: read_metrics(metrics_path(c)) for n, c in zip(names, checkpoints)}
         target = out or _suffixed(checkpoints[0], ".curves.png")
         plot_curves(runs, target)
         err.print(f"wrote {target}")

@@ -47,12 +47,15 @@ class RetinaState:
 
     def corners(self, n: int, replicas: int, scales: int) -> torch.Tensor:
         """int64 [n, S, 1]: where scale k of row r's image starts in `flat` (cached per batch)."""
-        if (n, replicas) not in self._corners:
-            image = torch.arange(n, device=self.flat.device) // replicas
-            per_scale = torch.arange(scales, device=self.flat.device)
-            corner = (image[:, None] * scales + per_scale) * (self.channels * self.rows * self.cols)
-            self._corners[(n, replicas)] = corner[:, :, None].to(INDEX)
-        return self._corners[(n, replicas)]
+        cacheable = isinstance(n, int)  # not a symbolic batch size (torch.export)
+        if cacheable and (n, replicas) in self._corners:
+            return self._corners[(n, replicas)]
+        image = torch.arange(n, device=self.flat.device) // replicas
+        per_scale = torch.arange(scales, device=self.flat.device)
+        corner = ((image[:, None] * scales + per_scale) * (self.channels * self.rows * self.cols))[:, :, None].to(INDEX)
+        if cacheable:
+            self._corners[(n, replicas)] = corner
+        return corner
 
 
 class Retina(nn.Module):

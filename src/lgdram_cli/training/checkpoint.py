@@ -171,6 +171,11 @@ def load_training_state(path: Path, optimizer: torch.optim.Optimizer, step: int)
             continue
         _, index, key = name.split(".", 2)
         state.setdefault(int(index), {})[key] = value
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, slots in state.items():
+        moments = slots.get("exp_avg")
+        if index >= len(params) or (moments is not None and moments.shape != params[index].shape):
+            raise UserError(f"{path} does not belong to this model: its optimizer state has other shapes")
     try:
         optimizer.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError) as exc:

@@ -27,19 +27,19 @@ from lgdram_cli.data.h5io import CanvasFile
 from lgdram_cli.data.presets import make_generator
 from lgdram_cli.errors import RunFailure, UserError
 from lgdram_cli.losses import HybridLoss, LossBatch
-from lgdram_cli.models.base import Model
+from lgdram_cli.models.base import Model, ModelOutput
 from lgdram_cli.registry import MODELS
 from lgdram_cli.specs import validate
 from lgdram_cli.training import checkpoint as ckpt
 from lgdram_cli.training import distributed
 from lgdram_cli.training.evaluate import evaluate
 from lgdram_cli.training.feed import FileFeed, OnTheFlyFeed, TrainBatch, check_file_matches
-from lgdram_cli.training.spec import TrainSpec
+from lgdram_cli.training.spec import DEFAULT_LOSS, TrainSpec
 
 THRESHOLDS = (0.5, 0.8, 0.9)
 
 
-def probe(generator: DatasetGenerator, model: Model) -> None:
+def probe(generator: DatasetGenerator, model: Model) -> ModelOutput:
     """Catch a plugin that breaks the tensor contract before training starts, naming it."""
     from lgdram_cli.testing import check_batch, check_output
 
@@ -55,15 +55,18 @@ def probe(generator: DatasetGenerator, model: Model) -> None:
     problem = check_output(out, 4, generator.classes)
     if problem:
         raise UserError(f"{getattr(model, 'origin', 'the model')}: {problem}")
+    return out
 
 
-def build_model(model_spec: dict[str, Any], channels: int, size: tuple[int, int], classes: int) -> Model:
+def build_model(
+    model_spec: dict[str, Any], channels: int, size: tuple[int, int], classes: int, where: str = "model"
+) -> Model:
     """Two-stage: `type` picks the registry entry, its Config validates the parameters."""
     if "type" not in model_spec:
         raise UserError("the model spec needs a 'type' (e.g. ram or dram)")
     entry = MODELS.entry(str(model_spec["type"]))
     cls = entry.load()
-    model = cls(validate(cls.Config, model_spec, where="model"), channels=channels, size=size, classes=classes)
+    model = cls(validate(cls.Config, model_spec, where=where), channels=channels, size=size, classes=classes)
     model.origin = f"model '{entry.name}' from '{entry.origin}'"  # for error messages
     return model
 
@@ -98,8 +101,16 @@ def build(spec: TrainSpec) -> Setup:
     generator = make_generator(spec.dataset)
     channels, size, classes = generator.channels, tuple(generator.size), generator.classes
     model = build_model(spec.model, channels, size, classes)
-    probe(generator, model)
+    out = probe(generator, model)
+    if out.log_probs is None and spec.loss == DEFAULT_LOSS:
+        # a whole-image classifier takes no glimpses: the default hybrid loss reduces to its
+        # classification term (asking for a policy term explicitly is an error, below)
+        spec = spec.model_copy(update={"loss": {"classification": {}}})
     loss = HybridLoss(spec.loss)
+    rows = out.logits.shape[0]
+    loss(out, LossBatch(labels=torch.zeros(rows, dtype=torch.long), centers=torch.zeros(rows, 2),
+                        annotated=torch.ones(rows, dtype=torch.bool), replicas=2,
+                        boxes=torch.tensor([[0.0, 0.0, size[1], size[0]]]).repeat(rows, 1), size=size), 0)
     if spec.mc < 2 and "rloo" in loss.terms:
         raise UserError("the 'rloo' loss needs --mc 2 or more: its baseline is the other replicas' mean reward")
     return Setup(spec, generator, model, loss, channels, size, classes)
@@ -134,7 +145,7 @@ def train_step(
     )
     total, terms = loss(output, target, step)
     if not torch.isfinite(total):
-        raise FloatingPointError(f"the loss is {float(total)}")
+        raise FloatingPointError(f"the loss is {total.item()}")
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
@@ -228,6 +239,8 @@ def _train(
         rng = ckpt.load_training_state(ckpt.optim_path(out), optimizer, previous.step)
         _set_rng_state(rng, device)
         start = previous.step
+        if spec.steps < start:
+            raise UserError(f"--resume: {out} is already at step {start}; ask for --steps {start} or more")
         log(f"resuming {out} at step {start}")
     if spec.data:
         file = CanvasFile(spec.data)
@@ -307,8 +320,12 @@ def _train(
                 raise KeyboardInterrupt
     finally:
         stop.restore()
-    if spec.steps == start:  # nothing to do (e.g. resuming a finished run): still report
+    if spec.steps == start:  # nothing to train (--steps 0, or resuming a finished run): still report
         run_eval(start)
+        if not resume:
+            checkpoint(start)
+    if not world.is_main:
+        return {}
     return {**last_eval, "steps_to": dict(metrics_log.reached)}
 
 
@@ -335,9 +352,7 @@ def _check_resumable(previous: dict[str, Any], setup: Setup, out: Path) -> None:
     now = setup.resolved()
     fixed = ("model", "loss", "optim", "batch_size", "mc", "seed", "annotations", "data")
     changed = [k for k in fixed if previous.get(k) != now.get(k)]
-    prev_ds = {k: v for k, v in previous.get("dataset", {}).items() if k != "digits"}
-    now_ds = {k: v for k, v in now["dataset"].items() if k != "digits"}
-    if prev_ds != now_ds:
+    if previous.get("dataset") != now["dataset"]:  # includes the digit source actually used
         changed.append("dataset")
     if changed:
         raise UserError(

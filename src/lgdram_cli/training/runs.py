@@ -32,8 +32,10 @@ class LoadedRun:
 def load_run(path: Path, device: torch.device | str = "cpu") -> LoadedRun:
     """Rebuild the model a checkpoint's spec describes and load its weights (validated)."""
     c = ckpt.load_checkpoint(path)
-    generator = make_generator(c.spec.get("dataset", {}), where="dataset (in checkpoint)")
-    model = build_model(c.spec.get("model", {}), generator.channels, tuple(generator.size), generator.classes)
+    generator = make_generator(c.spec.get("dataset", {}), where=f"dataset (in {path})")
+    model = build_model(
+        c.spec.get("model", {}), generator.channels, tuple(generator.size), generator.classes, where=f"model (in {path})"
+    )
     ckpt.load_weights(model, c)
     model.to(device).eval()
     return LoadedRun(Path(path), c.spec, c.step, c.metrics, generator, model)

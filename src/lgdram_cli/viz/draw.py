@@ -59,7 +59,8 @@ def draw_glimpse(
     x, y = points[-1]
     for width in patch_widths:
         half = width * scale / 2
-        d.rectangle([x - half, y - half, x + half, y + half], outline=colour, width=2)
+        # Pillow's rectangle includes both end points: end one pixel early for a `width`·scale box
+        d.rectangle([x - half, y - half, x + half - 1, y + half - 1], outline=colour, width=2)
 
 
 def draw_box(picture: Image.Image, box: Sequence[float], scale: int, colour: tuple[int, int, int] = YELLOW) -> None:
