@@ -46,7 +46,7 @@ class RetinaState:
     _corners: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
 
     def corners(self, n: int, replicas: int, scales: int) -> torch.Tensor:
-        """int64 [n, S, 1]: where scale k of row r's image starts in `flat` (cached per batch)."""
+        """int32 [n, S, 1]: where scale k of row r's image starts in `flat` (cached per batch)."""
         cacheable = isinstance(n, int)  # not a symbolic batch size (torch.export)
         if cacheable and (n, replicas) in self._corners:
             return self._corners[(n, replicas)]
