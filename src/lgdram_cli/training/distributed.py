@@ -44,8 +44,12 @@ def setup(device: torch.device) -> tuple[World, torch.device]:
 
 
 def teardown(world: World) -> None:
+    """Leave together: a rank that tears down while rank 0 still evaluates and saves aborts gloo."""
     if world.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:

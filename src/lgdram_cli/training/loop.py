@@ -10,6 +10,7 @@ interrupted run resumed with `--resume` ends with the same weights as an uninter
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import threading
@@ -220,6 +221,9 @@ def train(
     try:
         return _train(spec, out, device, world, resume, log, progress)
     finally:
+        # Free the DDP wrapper (and the communication work it holds) while the process group
+        # is alive: gloo aborts the process if that happens at interpreter exit instead.
+        gc.collect()
         distributed.teardown(world)
 
 

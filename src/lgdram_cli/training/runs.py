@@ -54,7 +54,8 @@ def test_canvases(
     generator = run.generator
     if dataset or sets:
         spec = resolve_dataset(dataset) if dataset else dict(run.spec["dataset"])
-        generator = make_generator(apply_overrides(spec, sets))
+        # `--set canvas=100` and `--set dataset.canvas=100` both address the dataset here
+        generator = make_generator(apply_overrides(spec, [s.removeprefix("dataset.") for s in sets or []]))
         if (generator.channels, tuple(generator.size)) != (run.model.channels, run.model.size):
             from lgdram_cli.errors import UserError
 
