@@ -170,8 +170,18 @@ class AttentionModel(Model):
         )
 
 
+class RAMConfig(AttentionConfig):
+    """RAM's options: `start` is where the first glimpse goes while training ("centre", or
+    "random": uniform over the image, which explores more; evaluation always starts at the centre)."""
+
+    start: Literal["centre", "random"] = "centre"
+
+
 class RAM(AttentionModel):
     """Recurrent attention model (Mnih et al. 2014): one core, first glimpse at the centre."""
+
+    Config: ClassVar[type[RAMConfig]] = RAMConfig
+    config: RAMConfig
 
     description: ClassVar[str] = "recurrent attention model (Mnih et al. 2014), first glimpse at the centre"
 
@@ -185,7 +195,9 @@ class RAM(AttentionModel):
         n = self._rows(images, replicas)
         sensed = self.retina.prepare(images)  # the pyramid is built for the B distinct images only
         noise = self._noise(n, T - 1, images, deterministic)
-        loc = images.new_zeros(n, 2)  # first glimpse: the image centre
+        loc = images.new_zeros(n, 2)  # first glimpse: the image centre ...
+        if self.config.start == "random" and not deterministic:  # ... or anywhere, to explore
+            loc = torch.rand(n, 2, device=images.device, dtype=images.dtype) * 2 - 1
         state = self.core.init_state()
         states, means, locations = [], [], [loc]
         for t in range(T):

@@ -7,10 +7,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from lgdram_cli.models.ram import RAM, AttentionConfig
+from lgdram_cli.models.ram import RAM, RAMConfig
 
 
-class LayerNormRAMConfig(AttentionConfig):
+class LayerNormRAMConfig(RAMConfig):
     type: str = "ram-ln"
 
 
