@@ -86,17 +86,21 @@ def save_checkpoint(
     _atomic_save(tensors, metadata, path)
 
 
+def _read(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file; any defect is a UserError naming it."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for bad headers/sizes
+        raise UserError(f"{path} is not a readable {what} (truncated or another format): {exc}") from exc
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and validate a checkpoint; every defect is a UserError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types for bad headers/sizes
-        raise UserError(f"{path} is not a readable safetensors checkpoint (truncated or another format): {exc}") from exc
+    tensors, metadata = _read(path, "safetensors checkpoint")
     if "lgdram.spec" not in metadata:
         raise UserError(f"{path} is a safetensors file but not an lgdram checkpoint (no lgdram.spec metadata)")
     version = metadata.get("lgdram.format_version", "?")
@@ -151,12 +155,7 @@ def load_training_state(path: Path, optimizer: torch.optim.Optimizer, step: int)
     """Restore optimizer state from `path` (which must belong to a checkpoint at `step`); return RNG states."""
     if not path.is_file():
         raise UserError(f"--resume needs the optimizer file {path} next to the checkpoint; it is missing")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:
-        raise UserError(f"{path} is not a readable optimizer file: {exc}") from exc
+    tensors, metadata = _read(path, "optimizer file")
     if metadata.get("lgdram.step") != str(step):
         raise UserError(
             f"{path} is from step {metadata.get('lgdram.step')}, but the checkpoint is at step {step}; "
