@@ -58,10 +58,17 @@ def _register() -> None:
 _register()
 
 
+_shown: set[str] = set()
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings as one yellow line each, every distinct message once per run."""
     from rich.markup import escape
 
-    err.print(f"[yellow]warning:[/] {escape(str(message))}")
+    text = str(message)
+    if text not in _shown:
+        _shown.add(text)
+        err.print(f"[yellow]warning:[/] {escape(text)}")
 
 
 def main(argv: list[str] | None = None) -> None:
