@@ -60,7 +60,7 @@ def test_reinforce_hand_example():
     )
     term = ReinforceLoss()(out, batch([0, 1]), 0)
     # advantages: row 0: 1 − (0.5, 0.2) = (0.5, 0.8); row 1: 0 − (0.1, 0.3) = (−0.1, −0.3)
-    policy = -((-1.0 * 0.5 + -2.0 * 0.8) + (-0.5 * -0.1 + 0.5 * -0.3)) / 2
+    policy = -((-1.0 * 0.5 + -2.0 * 0.8) + (-0.5 * -0.1 + 0.5 * -0.3)) / 4  # mean over rows and decisions
     mse = ((0.5 - 1) ** 2 + (0.2 - 1) ** 2 + 0.1**2 + 0.3**2) / 4
     assert term.value.item() == pytest.approx(policy + mse)
     assert term.metrics == pytest.approx({"reward": 0.5, "policy": policy, "baseline_mse": mse})
@@ -68,7 +68,7 @@ def test_reinforce_hand_example():
     # the baseline learns only from its regression, not through the advantage
     torch.testing.assert_close(out.baselines.grad, 2 * (out.baselines.detach() - torch.tensor([[1.0], [0.0]])) / 4)
     assert out.logits.grad is None  # the reward carries no gradient
-    torch.testing.assert_close(out.log_probs.grad, -torch.tensor([[0.5, 0.8], [-0.1, -0.3]]) / 2)
+    torch.testing.assert_close(out.log_probs.grad, -torch.tensor([[0.5, 0.8], [-0.1, -0.3]]) / 4)
 
 
 def test_rloo_hand_example():

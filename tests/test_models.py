@@ -109,7 +109,7 @@ class LeakyRAM(RAM):
 
 @pytest.mark.parametrize("cls", [RAM, DRAM])
 def test_policy_gradient_is_the_reinforce_estimator(cls):
-    """∂L_π/∂θ = Σ ∂L_π/∂μ · ∂μ/∂θ with the analytic ∂L_π/∂μ = −A·(l − μ)/(N σ²): no other path."""
+    """∂L_π/∂θ = Σ ∂L_π/∂μ · ∂μ/∂θ with the analytic ∂L_π/∂μ = −A·(l − μ)/(N P σ²): no other path."""
 
     def gap(model):
         torch.manual_seed(4)
@@ -117,9 +117,9 @@ def test_policy_gradient_is_the_reinforce_estimator(cls):
         advantage = torch.randn(out.log_probs.shape, generator=torch.Generator().manual_seed(5))
         params = [p for p in model.parameters()]
         auto = torch.autograd.grad(policy_loss(out.log_probs, advantage), params, retain_graph=True, allow_unused=True)
-        n, std = out.means.shape[0], model.config.loc_std
+        n, decisions, std = out.means.shape[0], out.means.shape[1], model.config.loc_std
         chosen = out.locations if cls is DRAM else out.locations[:, 1:]
-        d_means = -advantage[..., None] * (chosen - out.means.detach()) / (n * std**2)
+        d_means = -advantage[..., None] * (chosen - out.means.detach()) / (n * decisions * std**2)
         analytic = torch.autograd.grad(out.means, params, grad_outputs=d_means, allow_unused=True)
         z = torch.zeros(())
         return max(

@@ -5,7 +5,7 @@ All the REINFORCE and location-guidance arithmetic lives here, in small function
     reward      r    = 1[argmax logits == label]                      (no gradient)
     advantage   A_t  = r − b_t.detach()        (reinforce: learned baseline b_t)
                 A    = r − mean(r of the other M−1 replicas)          (rloo)
-    policy      L_π  = −mean_batch Σ_t log π(l_t) · A_t   (gradient reaches the location net
+    policy      L_π  = −mean_{batch, t} log π(l_t) · A_t  (gradient reaches the location net
                                                             only through log π, via the means)
     baseline    L_b  = mean (b_t − r)²                    (trains the baseline head only)
     location    L_lg = γ(step) · mean_annotated Σ_t ‖mean_t − centre‖²
@@ -59,8 +59,16 @@ def correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def policy_loss(log_probs: torch.Tensor, advantage: torch.Tensor) -> torch.Tensor:
-    """−mean over rows of Σ_t log π(l_t)·A_t; `advantage` [N, P] or [N, 1] must carry no gradient."""
-    return -(log_probs * advantage).sum(-1).mean()
+    """−mean over rows and decisions of log π(l_t)·A_t; `advantage` [N, P] or [N, 1] carries no gradient.
+
+    The mean over the P decisions (not their sum, as the estimator is usually written) keeps the
+    policy term's scale independent of the number of glimpses. It matters: with the sum, the
+    policy gradient outweighs the classifier's under global-norm clipping and plain REINFORCE on
+    cmnist-60 reached 40 % at step 3,000 instead of ~75 % (README, "Learning").
+    """
+    if log_probs.numel() == 0:
+        return log_probs.sum()
+    return -(log_probs * advantage).mean()
 
 
 def baseline_loss(baselines: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
