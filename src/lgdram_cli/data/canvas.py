@@ -65,6 +65,7 @@ def compose(
     generator: torch.Generator,
     device: torch.device,
     out: torch.Tensor | None = None,
+    workspace: torch.Tensor | None = None,
 ) -> CanvasBatch:
     """Compose `n` canvases of `size` (H, W) from `digits` (uint8 [D, 28, 28] on `device`).
 
@@ -72,6 +73,10 @@ def compose(
     uniformly random number in `distractors` (inclusive) of `distractor_size`² patches cut at
     random from *other* random digits and pasted at random positions. With `colour`, the
     target and each patch get a random RGB colour (3 channels), else 1 channel.
+
+    `out` (uint8 [n, C, H, W]) receives the images when given, saving a copy; `workspace`
+    (int16, n·C·H·W elements) is the summing buffer, reused across calls so that its memory
+    stays mapped and cached (a fresh buffer per call spent most of the time in page faults).
     """
     H, W = size
     D = digits.shape[0]
@@ -99,16 +104,19 @@ def compose(
     )
     flat_digits = digits.reshape(-1)  # uint8 [D*784]
     HW = H * W
-    canvas = torch.zeros(n * C * HW, dtype=torch.int16, device=device)
+    if workspace is not None and workspace.numel() == n * C * HW:
+        canvas = workspace.view(-1).zero_()
+    else:
+        canvas = torch.zeros(n * C * HW, dtype=torch.int16, device=device)
     plane = torch.arange(n, device=device)[:, None] * C + torch.arange(C, device=device)  # [n, C]
 
     # ---- target digit: written first onto a blank canvas, so a plain scatter suffices
     r = torch.arange(DIGIT, device=device)
     offs = (r[:, None] * W + r[None, :]).reshape(-1)  # [784] offsets inside a canvas
-    digit_offs = r.repeat_interleave(DIGIT) * DIGIT + r.repeat(DIGIT)  # [784] inside a digit
-    vals = flat_digits.index_select(0, (target * (DIGIT * DIGIT))[:, None].add(digit_offs).view(-1))
+    vals = digits.reshape(D, DIGIT * DIGIT).index_select(0, target)  # whole rows: no pixel index
     vals = vals.view(n, 1, DIGIT * DIGIT).to(torch.int16)  # [n, 1, 784]
-    index = (plane * HW)[:, :, None] + (oy * W + ox)[:, None, None] + offs  # [n, C, 784]
+    corner = plane * HW + (oy * W + ox)[:, None]  # [n, C]: where each digit's top-left lands
+    index = corner[:, :, None] + offs  # [n, C, 784]: one full-size add
     if colour:
         tint = colours[:, 0, :].to(device=device, dtype=torch.int16)  # [n, 3]
         vals = (vals.int() * tint[:, :, None] // 255).to(torch.int16)
@@ -124,7 +132,8 @@ def compose(
         start = (src * (DIGIT * DIGIT) + cy * DIGIT + cx)[active]
         pvals = flat_digits.index_select(0, start[:, None].add(patch_offs).view(-1))
         pvals = pvals.view(-1, 1, ds * ds).to(torch.int16)  # [A, 1, ds²]
-        pindex = (plane[img] * HW)[:, :, None] + (py * W + px)[active][:, None, None] + canvas_offs
+        pcorner = plane[img] * HW + (py * W + px)[active][:, None]  # [A, C]
+        pindex = pcorner[:, :, None] + canvas_offs  # [A, C, ds²]
         if colour:
             tint = colours[:, 1:, :].to(device)[active.to(colours.device)].to(torch.int32)  # [A, 3]
             pvals = (pvals.int() * tint[:, :, None] // 255).to(torch.int16)

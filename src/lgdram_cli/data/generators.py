@@ -168,6 +168,7 @@ class CanvasTask(DatasetGenerator):
         on_device = (digit_images.to(device), digit_labels.to(device), digit_box.to(device))
         C, (H, W) = self.channels, self.size
         images = torch.empty((n, C, H, W), dtype=torch.uint8, device=device)
+        workspace = torch.empty(CHUNK * C * H * W, dtype=torch.int16, device=device)
         parts = []
         for chunk in range(start // CHUNK, (start + n - 1) // CHUNK + 1):
             lo = max(start - chunk * CHUNK, 0)  # the part of this chunk that is wanted
@@ -184,6 +185,7 @@ class CanvasTask(DatasetGenerator):
                 chunk_generator(seed, chunk),
                 device,
                 out=images[at : at + CHUNK] if whole else None,
+                workspace=workspace,
             )
             if not whole:
                 images[at : at + hi - lo] = batch.images[lo:hi]
