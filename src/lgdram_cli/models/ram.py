@@ -136,27 +136,27 @@ class AttentionModel(Model):
 
     def _output(
         self,
-        states: torch.Tensor,
-        decision_states: torch.Tensor,
+        states: list[torch.Tensor],
+        decision_states: list[torch.Tensor],
         means: list[torch.Tensor],
         locations: list[torch.Tensor],
     ) -> ModelOutput:
         """Heads applied to all steps at once (one matmul each, not one per step).
 
-        `states` [n, T, hidden] feed the classifier, the first P of `decision_states` the baseline;
+        The T `states` [n, hidden] feed the classifier, the P `decision_states` the baseline;
         the P decisions chose the last P of the T `locations`.
         """
         # Per-glimpse predictions are for evaluation and pictures; training needs only the final
         # one, and skipping the rest saves a skinny [n·T, hidden] × [hidden, classes] matmul pair.
-        step_logits = None if self.training else self.classifier(states)  # [n, T, classes]
-        logits = self.classifier(states[:, -1]) if step_logits is None else step_logits[:, -1]
+        step_logits = None if self.training else self.classifier(torch.stack(states, dim=1))  # [n, T, classes]
+        logits = self.classifier(states[-1]) if step_logits is None else step_logits[:, -1]
         where = torch.stack(locations, dim=1)  # [n, T, 2]
         n = logits.shape[0]
         if means:
             mean = torch.stack(means, dim=1)  # [n, P, 2]
-            # the baseline reads the first P decision states (slicing the output, not the input,
-            # avoids copying a non-contiguous [n, P, hidden] view)
-            baselines = self.baseline(decision_states.detach()).squeeze(-1)[:, : mean.shape[1]]
+            # detached before stacking: the baseline learns only from its regression, and the
+            # stack then needs no backward
+            baselines = self.baseline(torch.stack([h.detach() for h in decision_states], dim=1)).squeeze(-1)
         else:  # a single-glimpse RAM makes no decision
             mean = logits.new_zeros(n, 0, 2)
             baselines = logits.new_zeros(n, 0)
@@ -208,5 +208,4 @@ class RAM(AttentionModel):
                 means.append(torch.tanh(self.locator(h)))
                 loc = self._act(means[-1], None if noise is None else noise[:, t])
                 locations.append(loc)
-        hs = torch.stack(states, dim=1)
-        return self._output(hs, hs, means, locations)
+        return self._output(states, states[:-1], means, locations)
