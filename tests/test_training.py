@@ -105,7 +105,7 @@ def test_checkpoint_metadata_holds_the_resolved_spec(tiny_run):
     # model defaults filled in, overrides applied
     assert spec["model"] == {
         "type": "ram", "glimpses": 3, "hidden": 32, "glimpse_hidden": 16, "glimpse_size": 12, "scales": 3,
-        "scale_factor": 2, "loc_std": 0.11, "sensor": "fc", "core": "lstm",
+        "scale_factor": 2, "loc_std": 0.11, "sensor": "fc", "core": "lstm", "start": "centre",
     }
     # every loss term with its defaults
     assert set(spec["loss"]) == {"classification", "reinforce", "location"}
@@ -516,15 +516,18 @@ def test_learning_rate_schedule_and_steps_to(tmp_path):
     spec = TrainSpec(optim={"lr": 1e-2, "lr_decay": 0.5, "decay_every": 10, "lr_min": 2e-3})
     assert [learning_rate(spec, s) for s in (0, 9, 10, 25, 1000)] == pytest.approx([1e-2, 1e-2, 5e-3, 2.5e-3, 2e-3])
     path = tmp_path / "run.metrics.jsonl"
-    log = MetricsLog(path, resume=False, enabled=True)
+    log = MetricsLog(path, resume_step=None, enabled=True)
     log.eval(10, {"accuracy": 0.6})
     log.eval(20, {"accuracy": 0.4})
     log.eval(30, {"accuracy": 0.95})
     assert read_jsonl(path)[-1]["steps_to"] == {"50%": 10, "80%": 30, "90%": 30}
-    again = MetricsLog(path, resume=True, enabled=True)  # a resumed run remembers them
+    again = MetricsLog(path, resume_step=30, enabled=True)  # a resumed run remembers them
     assert again.reached == {"50%": 10, "80%": 30, "90%": 30}
     assert len(read_jsonl(path)) == 3
-    MetricsLog(tmp_path / "other.jsonl", resume=False, enabled=False).eval(1, {"accuracy": 1.0})
+    # resuming from an older checkpoint (step 20) drops what came after it, thresholds included
+    older = MetricsLog(path, resume_step=20, enabled=True)
+    assert older.reached == {"50%": 10} and [r["step"] for r in read_jsonl(path)] == [10, 20]
+    MetricsLog(tmp_path / "other.jsonl", resume_step=None, enabled=False).eval(1, {"accuracy": 1.0})
     assert not (tmp_path / "other.jsonl").exists()  # ranks other than 0 write nothing
 
 

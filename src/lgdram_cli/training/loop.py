@@ -182,13 +182,16 @@ def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None
 class MetricsLog:
     """Appends JSON lines to run.metrics.jsonl and tracks steps-to-accuracy thresholds."""
 
-    def __init__(self, path: Path, resume: bool, enabled: bool) -> None:
+    def __init__(self, path: Path, resume_step: int | None, enabled: bool) -> None:
         self.path, self.enabled = path, enabled
         self.reached: dict[str, int] = {}
-        if enabled and resume and path.exists():
-            for line in path.read_text().splitlines():
-                record = json.loads(line)
+        if enabled and resume_step is not None and path.exists():
+            # keep what the checkpoint has seen; lines past it (a run killed after its last
+            # checkpoint) would be written again by the resumed run
+            kept = [r for r in map(json.loads, path.read_text().splitlines()) if r.get("step", 0) <= resume_step]
+            for record in kept:
                 self.reached.update(record.get("steps_to", {}))
+            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         elif enabled:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("")
@@ -257,7 +260,7 @@ def _train(
     if world.is_main:
         log("spec: " + json.dumps(resolved, sort_keys=True))
     net = distributed.wrap(model, world, device)
-    metrics_log = MetricsLog(ckpt.metrics_path(out), resume, world.is_main)
+    metrics_log = MetricsLog(ckpt.metrics_path(out), start if resume else None, world.is_main)
     last_eval: dict[str, Any] = {}
     M = spec.mc
 
