@@ -176,3 +176,12 @@ def assert_same_tensors(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"tensors differ: {different}"
+
+
+def default_sigint() -> None:
+    """preexec_fn for subprocesses that tests interrupt: a shell running the suite in the
+    background starts it with SIGINT ignored, and Python keeps an inherited SIG_IGN, so restore
+    the default disposition (the child then installs its KeyboardInterrupt handler)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

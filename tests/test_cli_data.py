@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from helpers import (
+    default_sigint,
     BUILTIN_DATASETS,
     LGDRAM,
     PRESETS,
@@ -287,7 +288,7 @@ def test_ctrl_c_in_a_real_process_exits_130_and_leaves_nothing(tmp_path):
     proc = subprocess.Popen(
         [str(LGDRAM), "gen-data", "--dataset", "mcmnist-200", "--n", "1000000", "--set", "digits=mnist-mini", "--out", "big.h5"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "LGDRAM_THREADS": "1"},
+        env={**os.environ, "LGDRAM_THREADS": "1"}, preexec_fn=default_sigint,
     )
     try:
         deadline = time.monotonic() + 60

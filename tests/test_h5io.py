@@ -108,7 +108,7 @@ def test_file_content_is_the_generator_stream(h5file):
 
 def test_writing_in_blocks_gives_the_same_file_content(tmp_path, monkeypatch):
     write(tmp_path / "one.h5")
-    monkeypatch.setattr(gen_module, "WRITE_BLOCK", 70)  # 300 = 4 blocks of 70 + 20
+    monkeypatch.setattr(gen_module, "block_size", lambda generator: 70)  # 300 = 4 blocks of 70 + 20
     write(tmp_path / "blocks.h5")
     with h5py.File(tmp_path / "one.h5", "r") as a, h5py.File(tmp_path / "blocks.h5", "r") as b:
         for name in a:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from helpers import (
+    default_sigint,
     LGDRAM,
     TINY_MODEL,
     assert_one_line_error,
@@ -438,7 +439,10 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_exactly(tmp_path):
     import os
 
     env = dict(os.environ, LGDRAM_THREADS="1", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([str(LGDRAM), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(LGDRAM), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_sigint,
+    )
     try:
         deadline = time.monotonic() + 60
         while not out.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -13,11 +13,18 @@ from pydantic import Field
 from lgdram_cli.data.h5io import CanvasWriter, annotation_mask, atomic_path
 from lgdram_cli.data.presets import make_generator
 from lgdram_cli.errors import UserError
+from lgdram_cli.interrupts import StopFlag
 from lgdram_cli.specs import StrictModel
 from lgdram_cli.testing import check_batch
 
-#: Canvases generated and written per step (bounded memory for any N).
-WRITE_BLOCK = 4096
+#: Bytes of canvases generated and written per block: bounded memory for any N and canvas, and
+#: short enough blocks that Ctrl-C (handled between blocks' compression calls) acts quickly.
+WRITE_BLOCK_BYTES = 16 << 20
+
+
+def block_size(generator: object) -> int:
+    c, (h, w) = generator.channels, generator.size
+    return max(1, min(4096, WRITE_BLOCK_BYTES // (c * h * w)))
 
 
 class GenDataSpec(StrictModel):
@@ -41,9 +48,10 @@ def generate_file(
     """Write `spec`'s samples to `out` atomically; return the resolved spec stored in it."""
     generator = make_generator(spec.dataset)
     with atomic_path(out, force) as tmp:
-        first = generator.generate(min(spec.n, WRITE_BLOCK), spec.split, spec.seed, device)
+        block = block_size(generator)
+        first = generator.generate(min(spec.n, block), spec.split, spec.seed, device)
         problem = check_batch(first.to("cpu"), len(first), generator.channels, tuple(generator.size), generator.classes)
-        if problem or len(first) != min(spec.n, WRITE_BLOCK):
+        if problem or len(first) != min(spec.n, block):
             raise UserError(f"{getattr(generator, 'origin', 'the dataset')} returned a bad batch: {problem or 'wrong sample count'}")
         resolved = spec.model_dump(mode="json")
         resolved["dataset"] = generator.resolved_config()
@@ -58,14 +66,16 @@ def generate_file(
         with h5py.File(tmp, "w") as f:
             writer = CanvasWriter(f, spec.n, tuple(first.images.shape[1:]), attrs)
             batch = first
-            while batch is not None:
-                writer.append(batch, mask[writer.filled : writer.filled + len(batch)])
-                if on_progress:
-                    on_progress(len(batch))
-                left = spec.n - writer.filled
-                batch = (
-                    generator.generate(min(WRITE_BLOCK, left), spec.split, spec.seed, device, start=writer.filled)
-                    if left > 0
-                    else None
-                )
+            with StopFlag() as stop:  # Ctrl-C stops between blocks; the temp file is removed
+                while batch is not None:
+                    writer.append(batch, mask[writer.filled : writer.filled + len(batch)])
+                    if on_progress:
+                        on_progress(len(batch))
+                    stop.check()
+                    left = spec.n - writer.filled
+                    batch = (
+                        generator.generate(min(block, left), spec.split, spec.seed, device, start=writer.filled)
+                        if left > 0
+                        else None
+                    )
     return resolved

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import gc
 import json
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from lgdram_cli.data.generators import DatasetGenerator
 from lgdram_cli.data.h5io import CanvasFile
 from lgdram_cli.data.presets import make_generator
 from lgdram_cli.errors import RunFailure, UserError
+from lgdram_cli.interrupts import StopFlag
 from lgdram_cli.losses import HybridLoss, LossBatch
 from lgdram_cli.models.base import Model, ModelOutput
 from lgdram_cli.registry import MODELS
@@ -285,8 +284,7 @@ def _train(
     task = progress.add_task("train", total=spec.steps, completed=start) if progress else None
     window: dict[str, float] = {}
     window_steps, t_window = 0, time.perf_counter()
-    stop = _StopFlag()
-    try:
+    with StopFlag() as stop:
         for step in range(start, spec.steps):
             lr = learning_rate(spec, step)
             for group in optimizer.param_groups:
@@ -325,8 +323,6 @@ def _train(
                     checkpoint(done)
                     log(f"interrupted: saved {out} at step {done}; continue with --resume")
                 raise KeyboardInterrupt
-    finally:
-        stop.restore()
     if spec.steps == start:  # nothing to train (--steps 0, or resuming a finished run): still report
         run_eval(start)
         if not resume:
@@ -334,25 +330,6 @@ def _train(
     if not world.is_main:
         return {}
     return {**last_eval, "steps_to": dict(metrics_log.reached)}
-
-
-class _StopFlag:
-    """First Ctrl-C: finish the current step, save, exit 130. Second Ctrl-C: stop at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 def _check_resumable(previous: dict[str, Any], setup: Setup, out: Path) -> None:
