@@ -160,3 +160,15 @@ def test_model_with_wrong_output_is_named_before_training(site, tmp_path):
 def test_broken_plugins_do_not_break_other_commands(site, tmp_path):
     r = lgdram(site, "gen-data", "--dataset", "cmnist", "--set", "digits=mnist-mini", "--n", "4", "--out", "ok.h5", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+
+
+def test_public_import_names_for_plugin_authors():
+    import lgdram
+    from lgdram import plugin_api, testing
+
+    from lgdram_cli import PLUGIN_API_VERSION
+
+    assert lgdram.plugin_api_version == PLUGIN_API_VERSION
+    assert plugin_api.DatasetGenerator.plugin_api_version == PLUGIN_API_VERSION
+    assert testing.check_model is check_model
+    assert set(plugin_api.__all__) >= {"DatasetGenerator", "Model", "Loss", "StrictModel", "CanvasBatch"}

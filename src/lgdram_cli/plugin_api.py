@@ -20,15 +20,18 @@ Conventions (version 1):
 - a loss's `__call__(out, batch, step)` returns a `LossTerm` whose value is a scalar tensor
   with its weight already applied.
 
-`lgdram_cli.testing` checks all of this for a plugin (`check_dataset`, `check_model`, `check_loss`).
+Built-ins to extend: `CanvasTask`/`TranslatedTask` (digit canvases), `RAM`/`RAMConfig`.
+Plugin authors import this module as `lgdram.plugin_api`; `lgdram.testing` checks all of this
+for a plugin (`check_dataset`, `check_model`, `check_loss`).
 """
 
 from lgdram_cli import PLUGIN_API_VERSION
 from lgdram_cli.data.canvas import CanvasBatch
-from lgdram_cli.data.generators import CanvasConfig, CanvasTask, DatasetConfig, DatasetGenerator
+from lgdram_cli.data.generators import CanvasConfig, CanvasTask, DatasetConfig, DatasetGenerator, TranslatedTask
 from lgdram_cli.errors import RunFailure, UserError
 from lgdram_cli.losses import Loss, LossBatch, LossConfig, LossTerm
 from lgdram_cli.models.base import Model, ModelConfig, ModelOutput
+from lgdram_cli.models.ram import RAM, RAMConfig
 from lgdram_cli.specs import StrictModel
 
 __all__ = [
@@ -45,7 +48,10 @@ __all__ = [
     "Model",
     "ModelConfig",
     "ModelOutput",
+    "RAM",
+    "RAMConfig",
     "RunFailure",
     "StrictModel",
+    "TranslatedTask",
     "UserError",
 ]

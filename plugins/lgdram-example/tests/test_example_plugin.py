@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lgdram_cli.testing import check_dataset, check_loss, check_model
+from lgdram.testing import check_dataset, check_loss, check_model
 from lgdram_example.datasets import DigitSumTask
 
 LGDRAM = [sys.executable, "-m", "lgdram_cli"]
@@ -53,7 +53,7 @@ def test_sum_labels_and_box_cover_both_digits():
 
 
 def test_box_hinge_is_zero_inside_and_grows_outside():
-    from lgdram_cli.plugin_api import LossBatch, ModelOutput
+    from lgdram.plugin_api import LossBatch, ModelOutput
     from lgdram_example.losses import BoxHingeLoss
 
     loss = BoxHingeLoss()

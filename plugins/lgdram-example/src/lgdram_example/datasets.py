@@ -6,8 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from lgdram_cli.plugin_api import CanvasBatch, CanvasConfig, DatasetGenerator
-from lgdram_cli.data.generators import TranslatedTask
+from lgdram.plugin_api import CanvasBatch, CanvasConfig, DatasetGenerator, TranslatedTask
 
 
 class DigitSumConfig(CanvasConfig):
@@ -25,7 +24,7 @@ class DigitSumTask(DatasetGenerator):
         super().__init__(config)
         h, w = config.canvas
         if w < 56:
-            from lgdram_cli.plugin_api import UserError
+            from lgdram.plugin_api import UserError
 
             raise UserError(f"sum-mnist needs a canvas at least 56 px wide for two digits, got {w}")
         half = config.model_dump() | {"type": "translated", "canvas": (h, w // 2)}

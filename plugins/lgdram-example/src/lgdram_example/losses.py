@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import torch
 
-from lgdram_cli.plugin_api import Loss, LossBatch, LossConfig, LossTerm, ModelOutput, UserError
+from lgdram.plugin_api import Loss, LossBatch, LossConfig, LossTerm, ModelOutput, UserError
 
 
 class BoxHingeConfig(LossConfig):

@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from lgdram_cli.models.ram import RAM, RAMConfig
+from lgdram.plugin_api import RAM, RAMConfig
 
 
 class LayerNormRAMConfig(RAMConfig):

@@ -1,0 +1,13 @@
+"""The plugin conformance kit (see `lgdram_cli.testing`)."""
+
+from lgdram_cli.testing import (  # noqa: F401
+    ConformanceError,
+    check_batch,
+    check_dataset,
+    check_loss,
+    check_model,
+    check_output,
+    check_registered,
+)
+
+__all__ = ["ConformanceError", "check_batch", "check_dataset", "check_loss", "check_model", "check_output", "check_registered"]
