@@ -71,7 +71,7 @@ def bench_train(
     model: Annotated[str, typer.Option(help="Model name.")] = "ram",
     dataset: Annotated[str, typer.Option(help="Generator, preset or recipe file.")] = "cmnist-60",
     sets: Annotated[
-        Optional[list[str]], typer.Option("--set", help="Spec override by path: model.core=rnn, dataset.canvas=100.")
+        Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Spec override by path: model.core=rnn, dataset.canvas=100.")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
     mc: Annotated[int, typer.Option("--mc", help="Monte-Carlo replicas per image.")] = 10,

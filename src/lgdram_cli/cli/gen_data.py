@@ -11,7 +11,7 @@ from lgdram_cli.cli.common import err, parse_annotations, progress, resolve_devi
 
 Sets = Annotated[
     Optional[list[str]],
-    typer.Option("--set", help="Override a parameter: key=value (e.g. canvas=100, distractors=4-20). Repeatable."),
+    typer.Option("--set", metavar="KEY=VALUE", help="Override a parameter: key=value (e.g. canvas=100, distractors=4-20). Repeatable."),
 ]
 
 
@@ -46,7 +46,7 @@ def gen_data(
     n: Annotated[Optional[int], typer.Option("--n", help="Number of samples.")] = None,
     split: Annotated[Optional[str], typer.Option(help="Digit split: train or test (test canvases use test digits only).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed: same spec + seed gives identical bytes.")] = None,
-    annotations: Annotated[Optional[str], typer.Option(help="Share (1%) or count of samples with location annotation [default: 100%].")] = None,
+    annotations: Annotated[Optional[str], typer.Option(help="Share (1%) or count of samples with location annotation \\[default: 100%].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Spec file (TOML/JSON/YAML).")] = None,
     sets: Sets = None,

@@ -13,7 +13,7 @@ from lgdram_cli.cli.common import err, out, parse_annotations, progress, resolve
 
 SetOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--set", help="Override a spec value by path: dataset.canvas=100, model.core=rnn, optim.lr=1e-3. Repeatable."),
+    typer.Option("--set", metavar="KEY=VALUE", help="Override a spec value by path: dataset.canvas=100, model.core=rnn, optim.lr=1e-3. Repeatable."),
 ]
 
 
@@ -63,21 +63,21 @@ def train_spec(
 
 def train(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (run.safetensors).")],
-    dataset: Annotated[Optional[str], typer.Option(help="Generator, preset or recipe file [default: cmnist].")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Generator, preset or recipe file \\[default: cmnist].")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Train on this HDF5 file instead of generating on the fly.")] = None,
     test_data: Annotated[Optional[Path], typer.Option(help="Evaluate on this HDF5 file.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model: ram, dram, fc, cnn or a plugin [default: ram].")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model: ram, dram, fc, cnn or a plugin \\[default: ram].")] = None,
     annotations: Annotated[Optional[str], typer.Option(help="Images with location annotation: a share (1%) or a count; 0 = plain RL.")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Training steps [default: 3000].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per step [default: 32].")] = None,
-    mc: Annotated[Optional[int], typer.Option("--mc", help="Monte-Carlo replicas per image [default: 10].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed [default: 0].")] = None,
-    eval_every: Annotated[Optional[int], typer.Option(help="Steps between evaluations [default: 250].")] = None,
-    eval_n: Annotated[Optional[int], typer.Option(help="Held-out canvases per evaluation [default: 1000].")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps \\[default: 3000].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step \\[default: 32].")] = None,
+    mc: Annotated[Optional[int], typer.Option("--mc", help="Monte-Carlo replicas per image \\[default: 10].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed \\[default: 0].")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Steps between evaluations \\[default: 250].")] = None,
+    eval_n: Annotated[Optional[int], typer.Option(help="Held-out canvases per evaluation \\[default: 1000].")] = None,
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Run spec file (TOML/JSON/YAML).")] = None,
     sets: SetOpt = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads [default: 1, see README].")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads \\[default: 1, see README].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing checkpoint.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final metrics as JSON on stdout.")] = False,
@@ -125,8 +125,8 @@ def evaluate_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="A run.safetensors checkpoint.")],
     data: Annotated[Optional[Path], typer.Option(help="Evaluate on this HDF5 test file.")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Generate test canvases of this dataset instead of the checkpoint's.")] = None,
-    n: Annotated[Optional[int], typer.Option("--n", help="Test canvases [default: the run's eval_n].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of generated test canvases [default: the run's eval_seed].")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", help="Test canvases \\[default: the run's eval_n].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of generated test canvases \\[default: the run's eval_seed].")] = None,
     mc: Annotated[int, typer.Option("--mc", help="Average K sampled trajectories (0: deterministic policy).")] = 0,
     sets: SetOpt = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",

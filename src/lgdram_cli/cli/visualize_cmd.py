@@ -23,10 +23,10 @@ def visualize(
     dataset: Annotated[Optional[str], typer.Option(help="Preview generated canvases of this dataset (no checkpoint needed).")] = None,
     sets: Sets = None,
     data: Annotated[Optional[Path], typer.Option(help="Take the canvases from this HDF5 file.")] = None,
-    n: Annotated[Optional[int], typer.Option("--n", help="Canvases to show [default: 16 for the GIF, 4 for the sheet].")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", help="Canvases to show \\[default: 16 for the GIF, 4 for the sheet].")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the generated canvases.")] = 0,
     split: Annotated[str, typer.Option(help="Digit split of generated canvases.")] = "test",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file [default: next to the checkpoint].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file \\[default: next to the checkpoint].")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
 ) -> None:
     """Show where a model looks, how it learned, or what a dataset looks like."""
