@@ -178,6 +178,33 @@ def assert_same_tensors(a: dict, b: dict) -> None:
     assert not different, f"tensors differ: {different}"
 
 
+def interrupt_when(args: list[str], started, cwd: Path | None = None, env: dict[str, str] | None = None,
+                   timeout: float = 60) -> tuple[int, str]:
+    """Run `lgdram ARGS`, send Ctrl-C (SIGINT) once `started()` is true; (exit code, stderr)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [str(LGDRAM), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "LGDRAM_THREADS": "1", "OMP_NUM_THREADS": "1", **(env or {})},
+        preexec_fn=default_sigint,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not started():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the command never reached the point to interrupt"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, stderr
+
+
 def default_sigint() -> None:
     """preexec_fn for subprocesses that tests interrupt: a shell running the suite in the
     background starts it with SIGINT ignored, and Python keeps an inherited SIG_IGN, so restore

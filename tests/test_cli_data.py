@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from importlib.metadata import version
 from pathlib import Path
 
@@ -17,9 +15,8 @@ import numpy as np
 import pytest
 
 from helpers import (
-    default_sigint,
+    interrupt_when,
     BUILTIN_DATASETS,
-    LGDRAM,
     PRESETS,
     assert_one_line_error,
     blob_digits,
@@ -285,25 +282,12 @@ def test_interrupt_exits_130_and_leaves_nothing(tmp_path, capsys, monkeypatch):
 
 
 def test_ctrl_c_in_a_real_process_exits_130_and_leaves_nothing(tmp_path):
-    proc = subprocess.Popen(
-        [str(LGDRAM), "gen-data", "--dataset", "mcmnist-200", "--n", "1000000", "--set", "digits=mnist-mini", "--out", "big.h5"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "LGDRAM_THREADS": "1"}, preexec_fn=default_sigint,
+    code, stderr = interrupt_when(
+        ["gen-data", "--dataset", "mcmnist-200", "--n", "1000000", "--set", "digits=mnist-mini", "--out", "big.h5"],
+        started=lambda: bool(list(tmp_path.glob(".big.h5.*.part"))),  # generation has started
+        cwd=tmp_path,
     )
-    try:
-        deadline = time.monotonic() + 60
-        while not list(tmp_path.glob(".big.h5.*.part")):  # generation has started
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "gen-data never started writing"
-            time.sleep(0.05)
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, stderr
+    assert code == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert leftovers(tmp_path) == []
 

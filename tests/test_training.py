@@ -10,16 +10,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from helpers import (
-    default_sigint,
-    LGDRAM,
+    interrupt_when,
     TINY_MODEL,
     assert_one_line_error,
     assert_same_tensors,
@@ -435,26 +431,8 @@ def test_resume_below_the_checkpoint_step_is_refused(tiny_run, tmp_path, capsys)
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_continues_exactly(tmp_path):
     out = tmp_path / "run.safetensors"
-    args = tiny_train_args(out, steps=2000, eval_every=5)
-    import os
-
-    env = dict(os.environ, LGDRAM_THREADS="1", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(
-        [str(LGDRAM), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=default_sigint,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert out.exists(), "no checkpoint appeared"
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, stderr
+    code, stderr = interrupt_when(tiny_train_args(out, steps=2000, eval_every=5), started=out.exists)
+    assert code == 130, stderr
     assert "Traceback" not in stderr
     m = re.search(r"interrupted: saved .* at step (\d+)", stderr)
     assert m, stderr
