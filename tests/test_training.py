@@ -534,3 +534,23 @@ def test_bench_train_json(capsys):
 def test_bench_train_bad_steps(capsys):
     code, _, err = run_main(["bench", "train", "--steps", "0"], capsys)
     assert_one_line_error(code, err, "--steps")
+
+
+def test_file_feed_uses_only_the_files_annotated_samples(tmp_path):
+    """In HDF5 mode, location annotations come from the file's `annotated` mask (or a seeded
+    subset of it): asking for more than the file marks warns and uses only the marked ones."""
+    from lgdram_cli.data.gen import GenDataSpec, generate_file
+    from lgdram_cli.data.h5io import CanvasFile
+    from lgdram_cli.training.feed import FileFeed
+
+    path = tmp_path / "part.h5"
+    spec = GenDataSpec(dataset={"type": "cmnist", "digits": "mnist-mini"}, n=50, annotations=0.3, seed=4)
+    generate_file(spec, path)
+    file = CanvasFile(path)
+    marked = file.annotated()
+    assert marked.sum() == 15
+    with pytest.warns(UserWarning, match="marks only 15"):
+        everything = FileFeed(file, seed=0, annotations=1.0, batch_size=4)
+    assert (everything.mask == marked).all()
+    some = FileFeed(file, seed=0, annotations=0.1, batch_size=4)
+    assert some.mask.sum() == 5 and not (some.mask & ~marked).any()

@@ -180,6 +180,13 @@ class CanvasFile:
         batch = CanvasBatch(*(torch.from_numpy(np.asarray(arrays[k])) for k in list(FIELDS)[:5]))
         return batch, torch.from_numpy(np.asarray(arrays["annotated"]))
 
+    def annotated(self) -> np.ndarray:
+        """The `annotated` mask of every sample (read alone: no canvases are decompressed)."""
+        try:
+            return np.asarray(self._open()["annotated"][:], dtype=bool)
+        except OSError as exc:
+            raise UserError(f"{self.path} is corrupt ({exc}); regenerate it with 'lgdram gen-data'") from exc
+
     def close(self) -> None:
         if self._f is not None and self._pid == os.getpid():
             self._f.close()

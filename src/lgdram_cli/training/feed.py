@@ -52,10 +52,9 @@ class FileFeed:
     round(P·N) of them when `annotations` asks for fewer.
     """
 
-    def __init__(self, file: CanvasFile, seed: int, annotations: float, batch_size: int, world_size: int):
-        self.file, self.seed, self.batch_size, self.world_size = file, seed, batch_size, world_size
-        _, mask = file.read(slice(None)) if file.n <= 200_000 else (None, None)
-        available = np.flatnonzero(mask.numpy()) if mask is not None else np.arange(file.n)
+    def __init__(self, file: CanvasFile, seed: int, annotations: float, batch_size: int):
+        self.file, self.seed, self.batch_size = file, seed, batch_size
+        available = np.flatnonzero(file.annotated())
         want = int(round(annotations * file.n))
         if want > len(available):
             warnings.warn(

@@ -251,7 +251,7 @@ def _train(
     if spec.data:
         file = CanvasFile(spec.data)
         check_file_matches(file, setup.channels, setup.size, "the model")
-        feed: OnTheFlyFeed | FileFeed = FileFeed(file, spec.seed, spec.annotations, spec.batch_size, world.size)
+        feed: OnTheFlyFeed | FileFeed = FileFeed(file, spec.seed, spec.annotations, spec.batch_size)
     else:
         feed = OnTheFlyFeed(setup.generator, spec.seed, spec.annotations, spec.batch_size, world.size)
     test_set = load_test_set(setup) if world.is_main else None
