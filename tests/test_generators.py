@@ -241,3 +241,17 @@ def test_bad_configs_are_user_errors_with_helpful_text(spec, needles):
 def test_unknown_split_is_a_user_error():
     with pytest.raises(UserError, match="unknown split 'val'"):
         gen("translated").generate(4, "val", seed=0)
+
+
+def test_training_sized_slices_of_a_stream_equal_the_whole_stream():
+    """Training reads 32 canvases a step from the same 256-canvas chunk (reused, not recomposed):
+    the pieces must be exactly the stream, across chunk boundaries too."""
+    from lgdram_cli.data.presets import make_generator
+
+    gen = make_generator({"type": "mcmnist", "canvas": 40, "digits": "mnist-mini"})
+    whole = gen.generate(600, "train", 9)
+    pieces = [gen.generate(24, "train", 9, start=24 * i) for i in range(25)]
+    for name, tensor in zip(("images", "labels", "centers", "boxes", "n_distractors"), whole.tensors()):
+        assert torch.equal(torch.cat([getattr(p, name) for p in pieces]), tensor), name
+    other_seed = gen.generate(24, "train", 10, start=24)  # the cache is keyed by seed too
+    assert not torch.equal(other_seed.images, pieces[1].images)

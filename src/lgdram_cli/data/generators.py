@@ -137,6 +137,10 @@ class CanvasTask(DatasetGenerator):
     def __init__(self, config: CanvasConfig) -> None:
         super().__init__(config)
         self._splits: dict[str, tuple[DigitSet, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._on_device: dict[tuple[str, torch.device], tuple[torch.Tensor, ...]] = {}
+        # The last partly used chunk: training asks for 32 canvases a step, so 8 steps in a row
+        # slice the same 256-canvas chunk; compose it once, not eight times.
+        self._last_chunk: tuple[tuple[str, int, int, torch.device], CanvasBatch] | None = None
 
     @property
     def channels(self) -> int:
@@ -164,30 +168,38 @@ class CanvasTask(DatasetGenerator):
         self, n: int, split: str, seed: int, device: torch.device | str = "cpu", start: int = 0
     ) -> CanvasBatch:
         device = torch.device(device)
-        _, digit_images, digit_labels, digit_box = self._prepared(split)
-        on_device = (digit_images.to(device), digit_labels.to(device), digit_box.to(device))
+        if (split, device) not in self._on_device:  # digits copied to the device once, not per call
+            self._on_device[(split, device)] = tuple(t.to(device) for t in self._prepared(split)[1:])
+        on_device = self._on_device[(split, device)]
         C, (H, W) = self.channels, self.size
         images = torch.empty((n, C, H, W), dtype=torch.uint8, device=device)
-        workspace = torch.empty(CHUNK * C * H * W, dtype=torch.int16, device=device)
+        workspace: torch.Tensor | None = None  # made on first use: a cached chunk needs none
         parts = []
         for chunk in range(start // CHUNK, (start + n - 1) // CHUNK + 1):
             lo = max(start - chunk * CHUNK, 0)  # the part of this chunk that is wanted
             hi = min(start + n - chunk * CHUNK, CHUNK)
             at = chunk * CHUNK + lo - start  # where that part goes in the output
             whole = lo == 0 and hi == CHUNK
-            batch = compose(
-                *on_device,
-                CHUNK,
-                self.config.canvas,
-                self.config.distractors,
-                self.config.distractor_size,
-                self.config.colour,
-                chunk_generator(seed, chunk),
-                device,
-                out=images[at : at + CHUNK] if whole else None,
-                workspace=workspace,
-            )
+            key = (split, seed, chunk, device)
+            if not whole and self._last_chunk is not None and self._last_chunk[0] == key:
+                batch = self._last_chunk[1]
+            else:
+                if workspace is None:
+                    workspace = torch.empty(CHUNK * C * H * W, dtype=torch.int16, device=device)
+                batch = compose(
+                    *on_device,
+                    CHUNK,
+                    self.config.canvas,
+                    self.config.distractors,
+                    self.config.distractor_size,
+                    self.config.colour,
+                    chunk_generator(seed, chunk),
+                    device,
+                    out=images[at : at + CHUNK] if whole else None,
+                    workspace=workspace,
+                )
             if not whole:
+                self._last_chunk = (key, batch)
                 images[at : at + hi - lo] = batch.images[lo:hi]
             parts.append([t[lo:hi] for t in batch.tensors()[1:]])
         labels, centers, boxes, count = (torch.cat(ts) for ts in zip(*parts))
