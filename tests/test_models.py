@@ -133,6 +133,58 @@ def test_policy_gradient_is_the_reinforce_estimator(cls):
         assert gap(make(LeakyRAM)) > 1e-4
 
 
+# --- the fused training loop (models/unroll.py) against autograd --------------------------------
+
+
+def _outputs_and_grads(model, x, replicas, deterministic, fused):
+    """One forward + a loss touching every output (weighted so no gradient cancels), backward."""
+    model.fused = fused
+    torch.manual_seed(11)
+    out = model(x, replicas=replicas, deterministic=deterministic)
+    g = torch.Generator().manual_seed(12)
+    loss = (out.logits * torch.randn(out.logits.shape, generator=g, dtype=x.dtype)).sum()
+    loss = loss + (out.means * torch.randn(out.means.shape, generator=g, dtype=x.dtype)).sum()
+    loss = loss + out.log_probs.sum() * 0.3 + out.baselines.sum()
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return out, {name: p.grad for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("core", ["lstm", "rnn", "gru"])
+@pytest.mark.parametrize("glimpses,replicas,start,deterministic", [
+    (1, 1, "centre", False), (2, 3, "centre", False), (4, 2, "random", False), (3, 2, "centre", True),
+])  # fmt: skip
+def test_fused_loop_matches_autograd(core, glimpses, replicas, start, deterministic):
+    """Same outputs and the same gradients (float64) as the step-by-step autograd path."""
+    model = make(RAM, channels=2, core=core, glimpses=glimpses, start=start).double()
+    assert model._can_fuse()
+    x = images(3, channels=2).double()
+    plain, plain_grads = _outputs_and_grads(model, x, replicas, deterministic, fused=False)
+    fused, fused_grads = _outputs_and_grads(model, x, replicas, deterministic, fused=True)
+    for field in ("logits", "locations", "means", "log_probs", "baselines"):
+        torch.testing.assert_close(getattr(fused, field), getattr(plain, field), rtol=1e-12, atol=1e-12)
+    for name, grad in plain_grads.items():
+        if grad is None or not grad.any():  # e.g. W_hh of a one-glimpse model
+            assert fused_grads[name] is None or not fused_grads[name].any(), name
+        else:
+            torch.testing.assert_close(fused_grads[name], grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_fused_loop_only_where_it_applies():
+    """Evaluation, other sensors and subclasses that change a part keep the autograd path."""
+    model = make(RAM)
+    assert model._can_fuse()
+    with torch.no_grad():
+        assert not model._can_fuse()
+    assert not make(RAM, sensor="conv")._can_fuse()
+    assert not make(LeakyRAM)._can_fuse()  # a changed sampling rule
+    swapped = make(RAM)
+    swapped.glimpse = torch.nn.Sequential()  # a plugin's own glimpse network
+    assert not swapped._can_fuse()
+    model.fused = False
+    assert not model._can_fuse()
+
+
 # --- determinism ------------------------------------------------------------------------------
 
 

@@ -52,6 +52,24 @@ def test_matches_reference(C, H, W, g, scales, s):
     torch.testing.assert_close(got, reference(images, loc, g, scales, s, replicas=4))
 
 
+def test_export_gather_equals_the_window_gather():
+    """While exporting, the retina gathers the same cells by explicit indices: bit for bit."""
+    torch.manual_seed(0)
+    images = torch.rand(3, 2, 40, 90)
+    loc = torch.cat([torch.rand(10, 2) * 2.4 - 1.2, torch.tensor([[-1.0, 1.0], [1.0, -1.0]])])
+    retina = Retina(7, 3, 2)
+    state = retina.prepare(images)
+    windows = retina.glimpse(state, loc, replicas=4)
+    state.windows.clear()  # what `prepare` leaves out while exporting
+    assert torch.equal(retina.glimpse(state, loc, replicas=4), windows)
+
+
+def test_non_finite_locations_stay_in_bounds():
+    retina = Retina(6, 3, 2)
+    out = retina(torch.rand(2, 1, 30, 30), torch.tensor([[float("nan"), 0.0], [float("inf"), -float("inf")]]))
+    assert out.shape == (2, 3, 6, 6) and torch.isfinite(out).all()
+
+
 def test_constant_image_inside_and_zero_outside():
     retina = Retina(6, 3, 2)
     images = torch.full((2, 3, 50, 50), 0.7)

@@ -24,7 +24,8 @@ from torch import nn
 from lgdram_cli.errors import UserError
 from lgdram_cli.models.base import Model, ModelConfig, ModelOutput
 from lgdram_cli.models.cores import Core, CoreName
-from lgdram_cli.models.retina import Retina
+from lgdram_cli.models.retina import Retina, exporting
+from lgdram_cli.models.unroll import GlimpseLoop, LoopPlan, weights_of
 
 #: Largest patch side allowed, as a multiple of the larger canvas side.
 MAX_PATCH_OVER_CANVAS = 4
@@ -189,8 +190,26 @@ class RAM(AttentionModel):
         super().__init__(config, channels=channels, size=size, classes=classes)
         self.core = Core(config.core, config.hidden, config.hidden)
 
+    #: Train through `unroll.GlimpseLoop` (same numbers, hand-written batched backward) when the
+    #: parts are the built-in ones; subclasses that change any part fall back to autograd.
+    fused: bool = True
+
+    def _can_fuse(self) -> bool:
+        return (
+            self.fused
+            and torch.is_grad_enabled()
+            and not exporting()
+            and self.config.sensor == "fc"
+            and type(self.glimpse) is GlimpseNetwork
+            and type(self.retina) is Retina
+            and type(self.core) is Core
+            and type(self)._act is AttentionModel._act
+        )
+
     def forward(self, images: torch.Tensor, deterministic: bool = False, replicas: int = 1) -> ModelOutput:
         """`images` [B, C, H, W]; with `replicas` M every image is run M times (rows r·M … r·M+M−1)."""
+        if self._can_fuse():
+            return self._forward_fused(images, deterministic, replicas)
         T = self.config.glimpses
         n = self._rows(images, replicas)
         sensed = self.retina.prepare(images)  # the pyramid is built for the B distinct images only
@@ -209,3 +228,17 @@ class RAM(AttentionModel):
                 loc = self._act(means[-1], None if noise is None else noise[:, t])
                 locations.append(loc)
         return self._output(states, states[:-1], means, locations)
+
+    def _forward_fused(self, images: torch.Tensor, deterministic: bool, replicas: int) -> ModelOutput:
+        """`forward` through `GlimpseLoop`: the same draws from the random stream, the same arithmetic."""
+        T = self.config.glimpses
+        n = self._rows(images, replicas)
+        sensed = self.retina.prepare(images)
+        noise = self._noise(n, T - 1, images, deterministic)
+        loc = images.new_zeros(n, 2)
+        if self.config.start == "random" and not deterministic:
+            loc = torch.rand(n, 2, device=images.device, dtype=images.dtype) * 2 - 1
+        plan = LoopPlan(self.retina, sensed, replicas, T, self.config.core)
+        H, M, L = GlimpseLoop.apply(plan, loc, noise, *weights_of(self))
+        states = list(H.unbind(0))
+        return self._output(states, states[:-1], list(M.unbind(0)), list(L.unbind(0)))

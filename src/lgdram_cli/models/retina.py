@@ -6,10 +6,12 @@ reduced to g×g by averaging s^k × s^k blocks; pixels outside the image read ze
 Why it is fast: block means do not depend on the location, so `prepare` computes them once
 per image batch — for every scale, the stride-1 s^k × s^k box mean of the zero-padded images,
 by a cascade of shifted adds (far cheaper than `avg_pool2d(stride=1)`), for the B distinct
-images only (not the B·M Monte-Carlo replicas). A glimpse is then one `index_select` of g×g
-cells at stride s^k per scale from a flat buffer, vectorised over rows and scales. Nothing
-needs a gradient (locations are detached samples), so everything runs without autograd, and
-every op exports to ONNX (opset 17) and torch.export (no data-dependent control flow).
+images only (not the B·M Monte-Carlo replicas). Each scale's grid is padded with zeros far
+enough that every patch is a whole g×g window of cells at stride s^k, so a glimpse is one
+`index_select` per scale of a window *view* (`as_strided`): the index is one number per row and
+scale, not one per pixel. Nothing needs a gradient (locations are detached samples), so
+everything runs without autograd. While exporting (ONNX, torch.export) the same cells are
+gathered by explicit per-pixel indices, which every exporter understands.
 
 Placement: with c = (x + 1)/2 · W the location in pixel units (grid_sample, align_corners=False),
 a patch of width P spans [c − P/2, c + P/2), its integer start is round(c − P/2) with ties
@@ -20,6 +22,7 @@ clamped to [-1, 1] first.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -27,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 _TIE = 1e-3  # px; see module docstring
-#: int32 gather indices: the index arithmetic is a quarter of a glimpse's cost, and int32 halves
-#: its memory traffic. Safe while a batch's block-mean buffer has < 2**31 elements (checked).
+#: int32 gather indices: half the memory traffic of int64. Safe while every scale's grid has
+#: < 2**31 elements (checked).
 INDEX = torch.int32
 
 
@@ -36,35 +39,36 @@ INDEX = torch.int32
 class RetinaState:
     """Per-batch precomputation shared by all glimpses (and all Monte-Carlo replicas)."""
 
-    flat: torch.Tensor  # [B·S·C·rows·cols]: block means of every scale on one grid, flattened
-    channels: int
-    rows: int  # grid height: H + margin + 1 (the last row is all zeros)
-    cols: int  # grid width: W + margin + 1 (the last column is all zeros)
+    levels: list[torch.Tensor]  # per scale: [B, C, rows_k, cols_k] block means on a zero-padded grid
     half: torch.Tensor  # [2]: (W/2, H/2), location units → pixels
-    origin: torch.Tensor  # [S, 2]: first block's grid cell, before flooring, at location (0, 0)
-    last: torch.Tensor  # int64 [2, 1]: index of the zero column / row
-    _corners: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+    origin: torch.Tensor  # [S, 2]: first window cell (x, y), before flooring, at location (0, 0)
+    limit: torch.Tensor  # int32 [S, 2]: largest valid first window cell (x, y)
+    strides: torch.Tensor  # int32 [S, 3]: elements per image, per grid row, per grid column (= 1)
+    windows: list[torch.Tensor] = field(default_factory=list)  # per scale: [positions, C, g, g] views
+    _images: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
 
-    def corners(self, n: int, replicas: int, scales: int) -> torch.Tensor:
-        """int32 [n, S, 1]: where scale k of row r's image starts in `flat` (cached per batch)."""
+    def image_offsets(self, n: int, replicas: int) -> torch.Tensor:
+        """int32 [n, S]: where row r's image (r // replicas) starts in each level (cached per batch)."""
         cacheable = isinstance(n, int)  # not a symbolic batch size (torch.export)
-        if cacheable and (n, replicas) in self._corners:
-            return self._corners[(n, replicas)]
-        image = torch.arange(n, device=self.flat.device) // replicas
-        per_scale = torch.arange(scales, device=self.flat.device)
-        corner = ((image[:, None] * scales + per_scale) * (self.channels * self.rows * self.cols))[:, :, None].to(INDEX)
+        if cacheable and (n, replicas) in self._images:
+            return self._images[(n, replicas)]
+        image = torch.arange(n, device=self.strides.device) // replicas
+        offsets = (image[:, None] * self.strides[:, 0]).to(INDEX)
         if cacheable:
-            self._corners[(n, replicas)] = corner
-        return corner
+            self._images[(n, replicas)] = offsets
+        return offsets
+
+
+def exporting() -> bool:
+    """True while a graph is being captured (ONNX tracing, torch.export, torch.compile)."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.compiler.is_compiling()
 
 
 class Retina(nn.Module):
     """Glimpses of `scales` square patches, output [N, scales·C, g, g] (scale-major, then channel).
 
-    Storage: every scale's block means live on one grid of block positions [−(F−1), H] × [−(F−1), W]
-    (F the largest block side): the blocks that can touch the image, plus one all-zero last row
-    and column. A glimpse block outside the grid is all zeros, so its index is sent to that zero
-    row/column — no mask, no per-pixel work beyond the gather.
+    Scale k's grid holds the block means at block positions −m_k … with m_k = ⌈g·s^k / 2⌉ cells
+    of zeros before pixel 0 and enough after the last pixel that every window fits.
     """
 
     def __init__(self, glimpse_size: int, scales: int, scale_factor: int) -> None:
@@ -75,56 +79,91 @@ class Retina(nn.Module):
             raise ValueError(f"scale_factor must be a positive integer, got {scale_factor!r}")
         self.g, self.scales, self.s = glimpse_size, scales, scale_factor
         self.factors = [scale_factor**k for k in range(scales)]  # block side per scale
-        self.margin = self.factors[-1] - 1  # grid cells before pixel 0
+        self.margins = [math.ceil(f * glimpse_size / 2) for f in self.factors]  # zero cells before pixel 0
         f = torch.tensor(self.factors, dtype=torch.float32)
-        # first block's grid cell = floor(c − (P/2 − 1/2 − tie) + margin): the per-scale subtrahend
-        self.register_buffer("shift", f * (glimpse_size / 2) - 0.5 - _TIE - self.margin, persistent=False)
-        # block j of a patch starts j·f cells after the first: [S, g]
-        self.register_buffer("steps", (f[:, None] * torch.arange(glimpse_size)).to(INDEX), persistent=False)
+        m = torch.tensor(self.margins, dtype=torch.float32)
+        # first window cell = floor(c − (P/2 − 1/2 − tie) + m): the per-scale subtrahend
+        self.register_buffer("shift", f * (glimpse_size / 2) - 0.5 - _TIE - m, persistent=False)
+
+    def _extent(self, k: int, size: int) -> int:
+        """Cells of scale k's grid along an image side of `size` pixels: every window fits."""
+        f, m = self.factors[k], self.margins[k]
+        return size + m + (self.g - 1) * f - (f * self.g) // 2 + 1
 
     def prepare(self, images: torch.Tensor) -> RetinaState:
         """Block means of the images at every scale, once per batch: [B, C, H, W] → state."""
         with torch.no_grad():
-            _, C, H, W = images.shape
-            m, s = self.margin, self.s
-            rows, cols = H + m + 1, W + m + 1  # grid cells = positions −m … H, the last one all zeros
-            x = F.pad(images, (m, m + 1, m, m + 1))  # m more cells than the grid: the cascade eats them
-            levels = [x[..., :rows, :cols]]
-            for f in self.factors[1:]:
-                # a block of side f = s blocks of side f/s shifted by f/s, first along x, then y
-                prev = f // s
-                h = x[..., :, : x.shape[-1] - (f - prev)]
-                for j in range(1, s):
-                    h = h + x[..., :, j * prev : j * prev + h.shape[-1]]
-                x = h[..., : h.shape[-2] - (f - prev), :]
-                for j in range(1, s):
-                    x = x + h[..., j * prev : j * prev + x.shape[-2], :]
-                x = x * (1.0 / (s * s))
-                levels.append(x[..., :rows, :cols])
-            flat = torch.stack(levels, dim=1).reshape(-1)  # [B, S, C, rows, cols]
+            B, C, H, W = images.shape
+            F_, s = self.factors[-1], self.s
+            x = F.pad(images, (F_ - 1, F_, F_ - 1, F_))  # the cascade eats F − 1 cells
+            levels = []
+            for k, f in enumerate(self.factors):
+                if k > 0:
+                    # a block of side f = s blocks of side f/s shifted by f/s, first along x, then y
+                    prev = f // s
+                    h = x[..., :, : x.shape[-1] - (f - prev)]
+                    for j in range(1, s):
+                        h = h + x[..., :, j * prev : j * prev + h.shape[-1]]
+                    x = h[..., : h.shape[-2] - (f - prev), :]
+                    for j in range(1, s):
+                        x = x + h[..., j * prev : j * prev + x.shape[-2], :]
+                    x = x * (1.0 / (s * s))
+                # x[..., i, j] is the block at position (i − (F − 1), j − (F − 1)), for i ≤ H, j ≤ W;
+                # pad (or crop) to positions −m … −m + extent − 1: blocks further out are all zero
+                m, rows, cols = self.margins[k], self._extent(k, H), self._extent(k, W)
+                core = x[..., : H + F_, : W + F_]
+                left, top = m - (F_ - 1), m - (F_ - 1)
+                levels.append(F.pad(core, (left, cols - left - core.shape[-1], top, rows - top - core.shape[-2])))
+                if levels[-1].numel() >= 2**31:
+                    raise ValueError(f"retina buffer of {levels[-1].numel()} elements is too large; use a smaller batch")
             half = images.new_tensor([0.5 * W, 0.5 * H])
             origin = half[None, :] - self.shift.to(images.dtype)[:, None]
-            last = torch.tensor([[W + m], [H + m]], device=images.device, dtype=INDEX)
-            if flat.numel() >= 2**31:
-                raise ValueError(f"retina buffer of {flat.numel()} elements is too large; use a smaller batch")
-        return RetinaState(flat, C, rows, cols, half, origin, last)
+            g = self.g
+            limit = [[lv.shape[-1] - 1 - (g - 1) * f, lv.shape[-2] - 1 - (g - 1) * f] for lv, f in zip(levels, self.factors)]
+            strides = [[C * lv.shape[-2] * lv.shape[-1], lv.shape[-1], 1] for lv in levels]
+            dev = images.device
+            state = RetinaState(
+                levels, half, origin, torch.tensor(limit, device=dev, dtype=INDEX),
+                torch.tensor(strides, device=dev, dtype=INDEX),
+            )  # fmt: skip
+            if not exporting():
+                for lv, f in zip(levels, self.factors):
+                    rows, cols = lv.shape[-2:]
+                    reach = (C - 1) * rows * cols + (g - 1) * f * (cols + 1)  # last cell of a window
+                    state.windows.append(lv.as_strided((lv.numel() - reach, C, g, g), (1, rows * cols, f * cols, f)))
+        return state
 
-    def glimpse(self, state: RetinaState, loc: torch.Tensor, replicas: int = 1) -> torch.Tensor:
-        """Patches at `loc` [N, 2] (x, y); row r reads image r // replicas. → [N, S·C, g, g]."""
+    def glimpse(
+        self, state: RetinaState, loc: torch.Tensor, replicas: int = 1, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Patches at `loc` [N, 2] (x, y); row r reads image r // replicas. → [N, S·C, g, g]
+        (written into `out`, any contiguous tensor of N·S·C·g·g elements, when given)."""
         with torch.no_grad():
-            N, S, C, g = loc.shape[0], self.scales, state.channels, self.g
-            cols = state.cols
-            # first block's grid cell per scale: floor(c − (P/2 − 1/2 − tie)) + margin, c = (x+1)·W/2
+            N, S, g = loc.shape[0], self.scales, self.g
+            C = state.levels[0].shape[1]
+            # first window cell (x, y) per scale; the clamp only guards non-finite locations
             start = torch.floor(torch.addcmul(state.origin, loc.clamp(-1.0, 1.0)[:, None, :], state.half)).to(INDEX)
-            cells = start[..., None] + self.steps[None, :, None, :]  # [N, S, (x, y), g]
-            cells = torch.minimum(torch.where(cells < 0, state.last, cells), state.last)  # outside → zero row/col
-            rows = torch.add(state.corners(N, replicas, S), cells[:, :, 1], alpha=cols)  # [N, S, g]
-            index = rows[..., None] + cells[:, :, 0, None, :]  # [N, S, g, g]
-            if C > 1:
-                plane = state.rows * cols
-                index = index[:, :, None] + (torch.arange(C, device=loc.device, dtype=INDEX) * plane)[:, None, None]
-            out = torch.index_select(state.flat, 0, index.reshape(-1))
+            start = torch.minimum(start.clamp_(min=0), state.limit)
+            first = state.image_offsets(N, replicas) + (start * state.strides[:, [2, 1]]).sum(-1, dtype=INDEX)
+            if not state.windows:  # exporting: the same cells by explicit indices, no in-place writes
+                return torch.cat([self._gather(state, k, first[:, k]) for k in range(S)], dim=1)
+            if out is None:
+                out = loc.new_empty(N, S * C, g, g)
+            per_scale = out.view(N, S, C, g, g)
+            for k in range(S):
+                torch.index_select(state.windows[k], 0, first[:, k], out=per_scale[:, k])
         return out.view(N, S * C, g, g)
+
+    def _gather(self, state: RetinaState, k: int, first: torch.Tensor) -> torch.Tensor:
+        """Scale k's windows starting at element `first` [N] of its level, by per-pixel indices."""
+        level, f, g = state.levels[k], self.factors[k], self.g
+        C, rows, cols = level.shape[1:]
+        j = torch.arange(g, device=first.device, dtype=INDEX) * f
+        cell = (j[:, None] * cols + j[None, :]) + (torch.arange(C, device=first.device, dtype=INDEX) * (rows * cols))[
+            :, None, None
+        ]  # [C, g, g]
+        index = first[:, None, None, None] + cell
+        return torch.index_select(level.reshape(-1), 0, index.reshape(-1)).view(-1, C, g, g)
 
     def forward(self, images: torch.Tensor, loc: torch.Tensor, replicas: int = 1) -> torch.Tensor:
         """One-shot convenience: `glimpse(prepare(images), loc, replicas)`."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from lgdram_cli.allocator import keep_freed_memory
 from lgdram_cli.training.feed import OnTheFlyFeed
 from lgdram_cli.training.loop import build, make_optimizer, train_step
 from lgdram_cli.training.spec import TrainSpec
@@ -24,6 +25,7 @@ def step_flops(setup: Any, batch: Any, M: int) -> float:
 
 
 def time_train_step(spec: TrainSpec, device: torch.device, steps: int, warmup: int) -> dict[str, Any]:
+    keep_freed_memory()  # as `train` does
     torch.manual_seed(spec.seed)
     setup = build(spec)
     model = setup.model.to(device)

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from lgdram_cli.allocator import keep_freed_memory
 from lgdram_cli.data.canvas import CanvasBatch
 from lgdram_cli.data.generators import DatasetGenerator
 from lgdram_cli.data.h5io import CanvasFile
@@ -219,6 +220,7 @@ def train(
     progress: Any = None,
 ) -> dict[str, Any]:
     """Run (or continue) a training run; return the final evaluation metrics."""
+    keep_freed_memory()
     world, device = distributed.setup(device)
     try:
         return _train(spec, out, device, world, resume, log, progress)
