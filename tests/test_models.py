@@ -362,3 +362,12 @@ def test_torch_export():
     wrapped, x = Deterministic(make(RAM)).eval(), images(2)
     program = torch.export.export(wrapped, (x,))
     torch.testing.assert_close(program.module()(x)[0], wrapped(x)[0])
+
+
+def test_fused_gradients_do_not_alias():
+    """Each parameter owns its gradient: clipping scales every one exactly once."""
+    model = make(RAM, core="rnn")
+    out = model(images())
+    (out.logits.sum() + out.means.sum()).backward()
+    pointers = [p.grad.data_ptr() for p in model.parameters() if p.grad is not None]
+    assert len(pointers) == len(set(pointers))

@@ -100,4 +100,4 @@ class DRAM(AttentionModel):
             states.append(r1)
             if t < T - 1:
                 r2, top = self.top(r1, top)
-        return self._output(states, tops, means, locations)
+        return self._output(torch.stack(states), torch.stack(tops), torch.stack(means), torch.stack(locations))

@@ -136,28 +136,23 @@ class AttentionModel(Model):
         return mean if noise is None else (mean + noise).clamp(-1.0, 1.0)
 
     def _output(
-        self,
-        states: list[torch.Tensor],
-        decision_states: list[torch.Tensor],
-        means: list[torch.Tensor],
-        locations: list[torch.Tensor],
+        self, states: torch.Tensor, decision_states: torch.Tensor, means: torch.Tensor, locations: torch.Tensor
     ) -> ModelOutput:
-        """Heads applied to all steps at once (one matmul each, not one per step).
-
-        The T `states` [n, hidden] feed the classifier, the P `decision_states` the baseline;
-        the P decisions chose the last P of the T `locations`.
+        """Heads applied to all steps at once (one matmul each, not one per step); inputs are
+        time-major: the T `states` [T, n, hidden] feed the classifier, the P `decision_states`
+        [P, n, hidden] the baseline, and the P decisions (`means` [P, n, 2]) chose the last P of
+        the T `locations` [T, n, 2]. Outputs are row-major ([n, T, …]), as `ModelOutput` says.
         """
         # Per-glimpse predictions are for evaluation and pictures; training needs only the final
         # one, and skipping the rest saves a skinny [n·T, hidden] × [hidden, classes] matmul pair.
-        step_logits = None if self.training else self.classifier(torch.stack(states, dim=1))  # [n, T, classes]
+        step_logits = None if self.training else self.classifier(states).transpose(0, 1).contiguous()
         logits = self.classifier(states[-1]) if step_logits is None else step_logits[:, -1]
-        where = torch.stack(locations, dim=1)  # [n, T, 2]
+        where = locations.transpose(0, 1).contiguous()  # [n, T, 2]
         n = logits.shape[0]
-        if means:
-            mean = torch.stack(means, dim=1)  # [n, P, 2]
-            # detached before stacking: the baseline learns only from its regression, and the
-            # stack then needs no backward
-            baselines = self.baseline(torch.stack([h.detach() for h in decision_states], dim=1)).squeeze(-1)
+        if means.shape[0]:
+            mean = means.transpose(0, 1).contiguous()  # [n, P, 2]
+            # detached: the baseline learns only from its regression
+            baselines = self.baseline(decision_states.detach()).squeeze(-1).t().contiguous()
         else:  # a single-glimpse RAM makes no decision
             mean = logits.new_zeros(n, 0, 2)
             baselines = logits.new_zeros(n, 0)
@@ -227,7 +222,8 @@ class RAM(AttentionModel):
                 means.append(torch.tanh(self.locator(h)))
                 loc = self._act(means[-1], None if noise is None else noise[:, t])
                 locations.append(loc)
-        return self._output(states, states[:-1], means, locations)
+        H = torch.stack(states)
+        return self._output(H, H[:-1], torch.stack(means) if means else H.new_zeros(0, n, 2), torch.stack(locations))
 
     def _forward_fused(self, images: torch.Tensor, deterministic: bool, replicas: int) -> ModelOutput:
         """`forward` through `GlimpseLoop`: the same draws from the random stream, the same arithmetic."""
@@ -240,5 +236,4 @@ class RAM(AttentionModel):
             loc = torch.rand(n, 2, device=images.device, dtype=images.dtype) * 2 - 1
         plan = LoopPlan(self.retina, sensed, replicas, T, self.config.core)
         H, M, L = GlimpseLoop.apply(plan, loc, noise, *weights_of(self))
-        states = list(H.unbind(0))
-        return self._output(states, states[:-1], list(M.unbind(0)), list(L.unbind(0)))
+        return self._output(H, H[:-1], M, L)

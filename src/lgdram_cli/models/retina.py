@@ -59,6 +59,25 @@ class RetinaState:
         return offsets
 
 
+def _embed(core: torch.Tensor, offset: int, rows: int, cols: int, scale: float) -> torch.Tensor:
+    """`core` · `scale` [B, C, h, w] placed at (offset, offset) in a zero [B, C, rows, cols] grid
+    (cropped where it does not fit). Like `F.pad` after a multiply, but only the border is
+    zero-filled and the interior written once: a third of the memory traffic on large canvases."""
+    B, C, h, w = core.shape
+    if exporting():  # graph capture does not follow writes into slices: the same by `F.pad`
+        return F.pad(core * scale, (offset, cols - offset - w, offset, rows - offset - h))
+    out = core.new_empty(B, C, rows, cols)
+    src_y, src_x = max(0, -offset), max(0, -offset)
+    y0, x0 = max(0, offset), max(0, offset)
+    y1, x1 = min(rows, offset + h), min(cols, offset + w)
+    torch.mul(core[..., src_y : src_y + y1 - y0, src_x : src_x + x1 - x0], scale, out=out[..., y0:y1, x0:x1])
+    out[..., :y0, :].zero_()
+    out[..., y1:, :].zero_()
+    out[..., y0:y1, :x0].zero_()
+    out[..., y0:y1, x1:].zero_()
+    return out
+
+
 def exporting() -> bool:
     """True while a graph is being captured (ONNX tracing, torch.export, torch.compile)."""
     return torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.compiler.is_compiling()
@@ -107,13 +126,11 @@ class Retina(nn.Module):
                     x = h[..., : h.shape[-2] - (f - prev), :]
                     for j in range(1, s):
                         x = x + h[..., j * prev : j * prev + x.shape[-2], :]
-                    x = x * (1.0 / (s * s))
-                # x[..., i, j] is the block at position (i − (F − 1), j − (F − 1)), for i ≤ H, j ≤ W;
-                # pad (or crop) to positions −m … −m + extent − 1: blocks further out are all zero
+                # x[..., i, j] is the block *sum* at position (i − (F − 1), j − (F − 1)), for i ≤ H,
+                # j ≤ W; scaled to a mean while it is placed on positions −m … −m + extent − 1
+                # (blocks further out are all zero)
                 m, rows, cols = self.margins[k], self._extent(k, H), self._extent(k, W)
-                core = x[..., : H + F_, : W + F_]
-                left, top = m - (F_ - 1), m - (F_ - 1)
-                levels.append(F.pad(core, (left, cols - left - core.shape[-1], top, rows - top - core.shape[-2])))
+                levels.append(_embed(x[..., : H + F_, : W + F_], m - (F_ - 1), rows, cols, 1.0 / (f * f)))
                 if levels[-1].numel() >= 2**31:
                     raise ValueError(f"retina buffer of {levels[-1].numel()} elements is too large; use a smaller batch")
             half = images.new_tensor([0.5 * W, 0.5 * H])

@@ -54,8 +54,8 @@ def _relu_grad(grad: torch.Tensor, output: torch.Tensor, out: torch.Tensor | Non
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
-    """[T, n, k] → [T·n, k] (a view: buffers are contiguous)."""
-    return x.view(-1, x.shape[-1])
+    """[T, n, k] → [T·n, k] (a view of the contiguous buffers; incoming gradients may be copied)."""
+    return x.reshape(-1, x.shape[-1])
 
 
 class GlimpseLoop(torch.autograd.Function):
@@ -75,18 +75,22 @@ class GlimpseLoop(torch.autograd.Function):
         C = new(T, n, hid) if plan.core != "rnn" else None
         K = new(T, n, hid) if plan.core == "lstm" else None
         L[0] = loc0
+        # rnn and lstm add both biases every step (the first step's W_hh·h is W_hh·0, skipped)
+        bias = bih + bhh if plan.core != "gru" else bih
         for t in range(T):
             plan.retina.glimpse(plan.sensed, L[t], plan.replicas, out=P[t])
             torch.addmm(b1, P[t], W1.t(), out=R[t]).relu_()
             torch.addmm(bl, L[t], Wl.t(), out=Q[t]).relu_()
-            a = torch.addmm(b2, R[t], W2.t()).addmm_(Q[t], Wq.t())
-            torch.clamp_min(a, 0.0, out=G[t])
-            x = torch.addmm(bih, G[t], Wih.t())  # input projection (+ its bias)
+            torch.addmm(b2, R[t], W2.t(), out=G[t]).addmm_(Q[t], Wq.t()).relu_()
             if plan.core == "rnn":
-                pre = x.add_(bhh) if t == 0 else x.add_(bhh).addmm_(H[t - 1], Whh.t())
-                torch.clamp_min(pre, 0.0, out=H[t])
-            elif plan.core == "lstm":
-                gates = x.add_(bhh) if t == 0 else x.add_(bhh).addmm_(H[t - 1], Whh.t())
+                pre = torch.addmm(bias, G[t], Wih.t(), out=H[t])
+                if t > 0:
+                    pre.addmm_(H[t - 1], Whh.t())
+                pre.relu_()
+            else:
+                x = torch.addmm(bias, G[t], Wih.t())  # input projection (+ bias)
+            if plan.core == "lstm":
+                gates = x if t == 0 else x.addmm_(H[t - 1], Whh.t())
                 i, f, g, o = gates.chunk(4, 1)
                 zi, zf, zg, zo = Z[t].chunk(4, 1)
                 torch.sigmoid(i, out=zi), torch.sigmoid(f, out=zf), torch.tanh(g, out=zg), torch.sigmoid(o, out=zo)
@@ -96,7 +100,7 @@ class GlimpseLoop(torch.autograd.Function):
                     torch.addcmul(zi * zg, zf, C[t - 1], out=C[t])
                 torch.tanh(C[t], out=K[t])
                 torch.mul(zo, K[t], out=H[t])
-            else:  # gru
+            elif plan.core == "gru":
                 hw = bhh.expand(n, -1) if t == 0 else torch.addmm(bhh, H[t - 1], Whh.t())
                 zr, zz, zn = Z[t].chunk(3, 1)
                 xr, xz, xn = x.chunk(3, 1)
@@ -130,18 +134,25 @@ class GlimpseLoop(torch.autograd.Function):
         Z, C, K = (*saved[7:-13], None, None, None)[:3]
         W1, b1, Wl, bl, W2, b2, Wq, Wih, bih, Whh, bhh, Wloc, bloc = saved[-13:]
         T, n, hid = H.shape
-        dHt = torch.zeros_like(H) if dH is None else dH.clone()  # dL/dh_t from outside the loop
-        dWloc = dbloc = None
+        dWloc = dbloc = dMp = None
         if dM is not None and T > 1:
             dMp = dM * (1 - M * M)  # through tanh
-            _flat(dHt[:-1]).addmm_(_flat(dMp), Wloc)
             dWloc = _flat(dMp).t() @ _flat(H[:-1])
             dbloc = _flat(dMp).sum(0)
+
+        def outside(t: int) -> torch.Tensor | None:
+            """dL/dh_t from outside the recurrence: the heads reading h_t and the policy mean."""
+            d = None if dH is None else dH[t]
+            if dMp is not None and t < T - 1:
+                d = torch.mm(dMp[t], Wloc) if d is None else torch.addmm(d, dMp[t], Wloc)
+            return d
 
         # the recurrence, last glimpse first: dX = dL/d(input projection), dY = dL/d(hidden projection)
         dX = torch.empty(T, n, Wih.shape[0], dtype=H.dtype, device=H.device)
         dY = dX if plan.core != "gru" else torch.empty_like(dX)
-        dh, dc = dHt[T - 1], None
+        dh, dc = outside(T - 1), None
+        if dh is None:
+            dh = H.new_zeros(n, hid)
         for t in range(T - 1, -1, -1):
             if plan.core == "rnn":
                 _relu_grad(dh, H[t], out=dX[t])
@@ -174,16 +185,17 @@ class GlimpseLoop(torch.autograd.Function):
                 torch.mul(dxn, zr, out=dyn)
                 direct = dh * zz
             if t > 0:
-                dh = torch.addmm(dHt[t - 1], dY[t], Whh)
+                d = outside(t - 1)
+                dh = torch.mm(dY[t], Whh) if d is None else torch.addmm(d, dY[t], Whh)
                 if plan.core == "gru":
                     dh += direct
 
         dXf, dYf = _flat(dX), _flat(dY)
         dWhh = _flat(dY[1:]).t() @ _flat(H[:-1]) if T > 1 else None  # one glimpse: W_hh unused
-        dbhh = dYf.sum(0)
         # everything below is batched over all T glimpses
         dWih = dXf.t() @ _flat(G)
         dbih = dXf.sum(0)
+        dbhh = dbih.clone() if dY is dX else dYf.sum(0)  # a copy: the two .grad must not alias
         dA = _relu_grad(dXf @ Wih, _flat(G))
         dW2, db2, dWq = dA.t() @ _flat(R), dA.sum(0), dA.t() @ _flat(Q)
         dR = _relu_grad(dA @ W2, _flat(R))

@@ -13,13 +13,19 @@ from lgdram_cli.training.loop import build, make_optimizer, train_step
 from lgdram_cli.training.spec import TrainSpec
 
 
+def _inplace_matmul_flops(self_shape: Any, a_shape: Any, b_shape: Any, out_shape: Any = None, **_: Any) -> int:
+    """`addmm_` (accumulate a product in place), which torch's counter does not know."""
+    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+
 def step_flops(setup: Any, batch: Any, M: int) -> float:
     """Floating-point operations of one training step (forward + backward), counted by torch."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model = setup.model
     optimizer = torch.optim.Adam(model.parameters(), lr=0.0)  # lr 0: counting must not train
-    with FlopCounterMode(display=False) as counter:
+    extra = {torch.ops.aten.addmm_: _inplace_matmul_flops}
+    with FlopCounterMode(display=False, custom_mapping=extra) as counter:
         train_step(model, setup.loss, optimizer, batch, 0, M, 1e9)
     return float(counter.get_total_flops())
 
