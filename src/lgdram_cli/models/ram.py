@@ -9,6 +9,11 @@ Gradient rules (the usual bugs of public RAM code, avoided on purpose):
   reaches the location network only through log π(l) = log N(l; mean, σ²);
 - the baseline reads the core state detached, so it learns only from its own regression;
 - the classifier reads the core state and trains the core and glimpse network.
+
+Two implementations of RAM's loop: the step-by-step autograd code here (the reference; used for
+evaluation, export, the conv sensor and subclasses that replace a part) and, while gradients
+are recorded, `unroll.GlimpseLoop` — the same arithmetic with a hand-written backward that
+batches the glimpse network's gradients over all glimpses. Tests hold the two equal.
 """
 
 from __future__ import annotations
