@@ -176,6 +176,8 @@ def test_fused_loop_only_where_it_applies():
     assert model._can_fuse()
     with torch.no_grad():
         assert not model._can_fuse()
+    assert not model.eval()._can_fuse()  # gradients in eval mode (saliency) reach every step
+    model.train()
     assert not make(RAM, sensor="conv")._can_fuse()
     assert not make(LeakyRAM)._can_fuse()  # a changed sampling rule
     swapped = make(RAM)

@@ -141,17 +141,26 @@ class AttentionModel(Model):
         return mean if noise is None else (mean + noise).clamp(-1.0, 1.0)
 
     def _output(
-        self, states: torch.Tensor, decision_states: torch.Tensor, means: torch.Tensor, locations: torch.Tensor
+        self,
+        states: torch.Tensor,
+        decision_states: torch.Tensor,
+        means: torch.Tensor,
+        locations: torch.Tensor,
+        final: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Heads applied to all steps at once (one matmul each, not one per step); inputs are
         time-major: the T `states` [T, n, hidden] feed the classifier, the P `decision_states`
         [P, n, hidden] the baseline, and the P decisions (`means` [P, n, 2]) chose the last P of
-        the T `locations` [T, n, 2]. Outputs are row-major ([n, T, …]), as `ModelOutput` says.
+        the T `locations` [T, n, 2]; `final` (default: the last state) feeds the prediction.
+        Outputs are row-major ([n, T, …]), as `ModelOutput` says.
         """
         # Per-glimpse predictions are for evaluation and pictures; training needs only the final
         # one, and skipping the rest saves a skinny [n·T, hidden] × [hidden, classes] matmul pair.
         step_logits = None if self.training else self.classifier(states).transpose(0, 1).contiguous()
-        logits = self.classifier(states[-1]) if step_logits is None else step_logits[:, -1]
+        if step_logits is None:
+            logits = self.classifier(states[-1] if final is None else final)
+        else:
+            logits = step_logits[:, -1]
         where = locations.transpose(0, 1).contiguous()  # [n, T, 2]
         n = logits.shape[0]
         if means.shape[0]:
@@ -197,6 +206,7 @@ class RAM(AttentionModel):
     def _can_fuse(self) -> bool:
         return (
             self.fused
+            and self.training
             and torch.is_grad_enabled()
             and not exporting()
             and self.config.sensor == "fc"
@@ -240,5 +250,5 @@ class RAM(AttentionModel):
         if self.config.start == "random" and not deterministic:
             loc = torch.rand(n, 2, device=images.device, dtype=images.dtype) * 2 - 1
         plan = LoopPlan(self.retina, sensed, replicas, T, self.config.core)
-        H, M, L = GlimpseLoop.apply(plan, loc, noise, *weights_of(self))
-        return self._output(H, H[:-1], M, L)
+        H, last, M, L = GlimpseLoop.apply(plan, loc, noise, *weights_of(self))
+        return self._output(H, H[:-1], M, L, final=last)

@@ -59,8 +59,10 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 
 
 class GlimpseLoop(torch.autograd.Function):
-    """(locations₀, noise, weights) → hidden states H [T, n, h], policy means M [T−1, n, 2],
-    locations L [T, n, 2] (no gradient). `noise` [n, T−1, 2] is σ·ε, or None for the means."""
+    """(locations₀, noise, weights) → hidden states H [T, n, h] (no gradient: in training only
+    the baseline reads them, detached), the final state h_T [n, h] (the classifier's input),
+    policy means M [T−1, n, 2], locations L [T, n, 2] (no gradient). `noise` [n, T−1, 2] is
+    σ·ε, or None for the means."""
 
     @staticmethod
     def forward(ctx: Any, plan: LoopPlan, loc0: torch.Tensor, noise: torch.Tensor | None, *w: torch.Tensor) -> Any:
@@ -121,13 +123,13 @@ class GlimpseLoop(torch.autograd.Function):
                     torch.add(M[t], noise[:, t], out=L[t + 1]).clamp_(-1.0, 1.0)
         ctx.plan = plan
         ctx.set_materialize_grads(False)
-        ctx.mark_non_differentiable(L)
+        ctx.mark_non_differentiable(H, L)
         aux = {"rnn": (), "lstm": (Z, C, K), "gru": (Z, C)}[plan.core]
         ctx.save_for_backward(P, R, Q, G, H, M, L, *aux, *w)
-        return H, M, L
+        return H, H[T - 1].clone(), M, L
 
     @staticmethod
-    def backward(ctx: Any, dH: torch.Tensor | None, dM: torch.Tensor | None, _dL: Any) -> Any:
+    def backward(ctx: Any, _dH: Any, d_last: torch.Tensor | None, dM: torch.Tensor | None, _dL: Any) -> Any:
         plan: LoopPlan = ctx.plan
         saved = ctx.saved_tensors
         P, R, Q, G, H, M, L = saved[:7]
@@ -141,8 +143,8 @@ class GlimpseLoop(torch.autograd.Function):
             dbloc = _flat(dMp).sum(0)
 
         def outside(t: int) -> torch.Tensor | None:
-            """dL/dh_t from outside the recurrence: the heads reading h_t and the policy mean."""
-            d = None if dH is None else dH[t]
+            """dL/dh_t from outside the recurrence: the classifier (last step) and the policy mean."""
+            d = d_last if t == T - 1 else None
             if dMp is not None and t < T - 1:
                 d = torch.mm(dMp[t], Wloc) if d is None else torch.addmm(d, dMp[t], Wloc)
             return d
