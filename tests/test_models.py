@@ -152,7 +152,8 @@ def _outputs_and_grads(model, x, replicas, deterministic, fused):
 
 @pytest.mark.parametrize("core", ["lstm", "rnn", "gru"])
 @pytest.mark.parametrize("glimpses,replicas,start,deterministic", [
-    (1, 1, "centre", False), (2, 3, "centre", False), (4, 2, "random", False), (3, 2, "centre", True),
+    (1, 1, "centre", False), (1, 3, "centre", False), (2, 3, "centre", False), (4, 2, "random", False),
+    (3, 2, "centre", True),
 ])  # fmt: skip
 def test_fused_loop_matches_autograd(core, glimpses, replicas, start, deterministic):
     """Same outputs and the same gradients (float64) as the step-by-step autograd path."""

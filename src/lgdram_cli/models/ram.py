@@ -249,6 +249,8 @@ class RAM(AttentionModel):
         loc = images.new_zeros(n, 2)
         if self.config.start == "random" and not deterministic:
             loc = torch.rand(n, 2, device=images.device, dtype=images.dtype) * 2 - 1
-        plan = LoopPlan(self.retina, sensed, replicas, T, self.config.core)
+        # a fixed first location is the same for every replica of an image: one glimpse per image
+        shared = replicas > 1 and (self.config.start == "centre" or deterministic)
+        plan = LoopPlan(self.retina, sensed, replicas, T, self.config.core, shared_first=shared)
         H, last, M, L = GlimpseLoop.apply(plan, loc, noise, *weights_of(self))
         return self._output(H, H[:-1], M, L, final=last)

@@ -32,6 +32,12 @@ class LoopPlan:
     replicas: int
     steps: int  # T glimpses
     core: str  # "rnn" | "lstm" | "gru"
+    #: the first glimpse is the same for the M replicas of an image (a fixed start): compute it
+    #: once per image; its gradients are summed over the replicas
+    shared_first: bool = False
+
+    def first_rows(self, n: int) -> int:
+        return n // self.replicas if self.shared_first else n
 
 
 def weights_of(model: Any) -> list[torch.Tensor]:
@@ -53,6 +59,49 @@ def _relu_grad(grad: torch.Tensor, output: torch.Tensor, out: torch.Tensor | Non
     return torch.ops.aten.threshold_backward.grad_input(grad, output, 0, grad_input=out)
 
 
+def _segment(t: int, first: int, n: int) -> slice:
+    """Rows of step t in the glimpse-network buffers (step 0 may have fewer: `first`)."""
+    return slice(0, first) if t == 0 else slice(first + (t - 1) * n, first + t * n)
+
+
+def _core_step(
+    core: str, x: torch.Tensor, h: torch.Tensor | None, c: torch.Tensor | None, bhh: torch.Tensor,
+    Whh: torch.Tensor, H: torch.Tensor, Z: torch.Tensor | None = None, C: torch.Tensor | None = None,
+    K: torch.Tensor | None = None,
+) -> None:
+    """One step of the core from the input projection `x` (its bias added; for rnn/lstm both
+    biases) and the previous state (h, c; None at the first step), into the buffers H (and the
+    internals backward needs: Z gates, C cell or W_hn·h + b_hn, K tanh(c))."""
+    if core == "rnn":
+        if h is not None:
+            x.addmm_(h, Whh.t())
+        torch.relu(x, out=H) if False else H.copy_(x.relu_())
+    elif core == "lstm":
+        gates = x if h is None else x.addmm_(h, Whh.t())
+        i, f, g, o = gates.chunk(4, 1)
+        zi, zf, zg, zo = Z.chunk(4, 1)
+        torch.sigmoid(i, out=zi), torch.sigmoid(f, out=zf), torch.tanh(g, out=zg), torch.sigmoid(o, out=zo)
+        if c is None:
+            torch.mul(zi, zg, out=C)
+        else:
+            torch.addcmul(zi * zg, zf, c, out=C)
+        torch.tanh(C, out=K)
+        torch.mul(zo, K, out=H)
+    else:  # gru
+        hw = bhh.expand(x.shape[0], -1) if h is None else torch.addmm(bhh, h, Whh.t())
+        zr, zz, zn = Z.chunk(3, 1)
+        xr, xz, xn = x.chunk(3, 1)
+        hr, hz, hn = hw.chunk(3, 1)
+        torch.sigmoid(xr + hr, out=zr), torch.sigmoid(xz + hz, out=zz)
+        C.copy_(hn)
+        torch.tanh(torch.addcmul(xn, zr, hn), out=zn)
+        # h' = (1 − z)·ñ + z·h = ñ + z·(h − ñ)
+        if h is None:
+            torch.sub(zn, zz * zn, out=H)
+        else:
+            torch.addcmul(zn, zz, h - zn, out=H)
+
+
 def _flat(x: torch.Tensor) -> torch.Tensor:
     """[T, n, k] → [T·n, k] (a view of the contiguous buffers; incoming gradients may be copied)."""
     return x.reshape(-1, x.shape[-1])
@@ -67,10 +116,13 @@ class GlimpseLoop(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, plan: LoopPlan, loc0: torch.Tensor, noise: torch.Tensor | None, *w: torch.Tensor) -> Any:
         W1, b1, Wl, bl, W2, b2, Wq, Wih, bih, Whh, bhh, Wloc, bloc = w
-        T, n, hid = plan.steps, loc0.shape[0], Whh.shape[1]
+        T, n, hid, m = plan.steps, loc0.shape[0], Whh.shape[1], plan.replicas
+        first = plan.first_rows(n)
+        rows = first + (T - 1) * n  # glimpse-network rows: step 0 has `first`, the others n
         new = loc0.new_empty
-        P, R, Q = new(T, n, W1.shape[1]), new(T, n, W1.shape[0]), new(T, n, Wl.shape[0])
-        G, H, M, L = new(T, n, hid), new(T, n, hid), new(max(T - 1, 0), n, 2), new(T, n, 2)
+        P, R, Q = new(rows, W1.shape[1]), new(rows, W1.shape[0]), new(rows, Wl.shape[0])
+        G, A = new(rows, hid), new(rows, 2)  # A: the locations the glimpse network read
+        H, M, L = new(T, n, hid), new(max(T - 1, 0), n, 2), new(T, n, 2)
         # core internals kept for backward: lstm gates (i, f, g, o), cell c and tanh(c);
         # gru gates (r, z, ñ) and W_hn·h + b_hn in C
         Z = new(T, n, Wih.shape[0]) if plan.core != "rnn" else None
@@ -80,41 +132,27 @@ class GlimpseLoop(torch.autograd.Function):
         # rnn and lstm add both biases every step (the first step's W_hh·h is W_hh·0, skipped)
         bias = bih + bhh if plan.core != "gru" else bih
         for t in range(T):
-            plan.retina.glimpse(plan.sensed, L[t], plan.replicas, out=P[t])
-            torch.addmm(b1, P[t], W1.t(), out=R[t]).relu_()
-            torch.addmm(bl, L[t], Wl.t(), out=Q[t]).relu_()
-            torch.addmm(b2, R[t], W2.t(), out=G[t]).addmm_(Q[t], Wq.t()).relu_()
-            if plan.core == "rnn":
-                pre = torch.addmm(bias, G[t], Wih.t(), out=H[t])
-                if t > 0:
-                    pre.addmm_(H[t - 1], Whh.t())
-                pre.relu_()
+            r = _segment(t, first, n)
+            if t == 0 and first < n:  # one row per image; the replicas are copies
+                A[r] = loc0[::m]
+                plan.retina.glimpse(plan.sensed, A[r], 1, out=P[r])
             else:
-                x = torch.addmm(bias, G[t], Wih.t())  # input projection (+ bias)
-            if plan.core == "lstm":
-                gates = x if t == 0 else x.addmm_(H[t - 1], Whh.t())
-                i, f, g, o = gates.chunk(4, 1)
-                zi, zf, zg, zo = Z[t].chunk(4, 1)
-                torch.sigmoid(i, out=zi), torch.sigmoid(f, out=zf), torch.tanh(g, out=zg), torch.sigmoid(o, out=zo)
-                if t == 0:
-                    torch.mul(zi, zg, out=C[t])
-                else:
-                    torch.addcmul(zi * zg, zf, C[t - 1], out=C[t])
-                torch.tanh(C[t], out=K[t])
-                torch.mul(zo, K[t], out=H[t])
-            elif plan.core == "gru":
-                hw = bhh.expand(n, -1) if t == 0 else torch.addmm(bhh, H[t - 1], Whh.t())
-                zr, zz, zn = Z[t].chunk(3, 1)
-                xr, xz, xn = x.chunk(3, 1)
-                hr, hz, hn = hw.chunk(3, 1)
-                torch.sigmoid(xr + hr, out=zr), torch.sigmoid(xz + hz, out=zz)
-                C[t] = hn
-                torch.tanh(torch.addcmul(xn, zr, hn), out=zn)
-                # h' = (1 − z)·ñ + z·h = ñ + z·(h − ñ)
-                if t == 0:
-                    torch.sub(zn, zz * zn, out=H[t])
-                else:
-                    torch.addcmul(zn, zz, H[t - 1] - zn, out=H[t])
+                A[r] = L[t]
+                plan.retina.glimpse(plan.sensed, L[t], plan.replicas, out=P[r])
+            torch.addmm(b1, P[r], W1.t(), out=R[r]).relu_()
+            torch.addmm(bl, A[r], Wl.t(), out=Q[r]).relu_()
+            torch.addmm(b2, R[r], W2.t(), out=G[r]).addmm_(Q[r], Wq.t()).relu_()
+            x = torch.addmm(bias, G[r], Wih.t())  # input projection (+ bias)
+            if t == 0 and first < n:
+                state = [new(first, *b.shape[2:]) for b in (H, Z, C, K) if b is not None]
+                _core_step(plan.core, x, None, None, bhh, Whh, *state)
+                for small, big in zip(state, [b for b in (H, Z, C, K) if b is not None]):
+                    big[0].view(first, m, -1).copy_(small[:, None])
+            else:
+                _core_step(
+                    plan.core, x, None if t == 0 else H[t - 1], None if t == 0 or C is None else C[t - 1],
+                    bhh, Whh, H[t], *(() if Z is None else (Z[t], C[t])), *(() if K is None else (K[t],)),
+                )  # fmt: skip
             if t < T - 1:
                 torch.addmm(bloc, H[t], Wloc.t(), out=M[t]).tanh_()
                 if noise is None:
@@ -125,17 +163,18 @@ class GlimpseLoop(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(H, L)
         aux = {"rnn": (), "lstm": (Z, C, K), "gru": (Z, C)}[plan.core]
-        ctx.save_for_backward(P, R, Q, G, H, M, L, *aux, *w)
+        ctx.save_for_backward(P, R, Q, G, A, H, M, *aux, *w)
         return H, H[T - 1].clone(), M, L
 
     @staticmethod
     def backward(ctx: Any, _dH: Any, d_last: torch.Tensor | None, dM: torch.Tensor | None, _dL: Any) -> Any:
         plan: LoopPlan = ctx.plan
         saved = ctx.saved_tensors
-        P, R, Q, G, H, M, L = saved[:7]
+        P, R, Q, G, A, H, M = saved[:7]
         Z, C, K = (*saved[7:-13], None, None, None)[:3]
         W1, b1, Wl, bl, W2, b2, Wq, Wih, bih, Whh, bhh, Wloc, bloc = saved[-13:]
         T, n, hid = H.shape
+        first = plan.first_rows(n)
         dWloc = dbloc = dMp = None
         if dM is not None and T > 1:
             dMp = dM * (1 - M * M)  # through tanh
@@ -149,18 +188,24 @@ class GlimpseLoop(torch.autograd.Function):
                 d = torch.mm(dMp[t], Wloc) if d is None else torch.addmm(d, dMp[t], Wloc)
             return d
 
-        # the recurrence, last glimpse first: dX = dL/d(input projection), dY = dL/d(hidden projection)
-        dX = torch.empty(T, n, Wih.shape[0], dtype=H.dtype, device=H.device)
+        # the recurrence, last glimpse first, on all n rows: dX = dL/d(input projection), dY =
+        # dL/d(hidden projection), in the glimpse-network row layout (a shared first step's
+        # rows summed over the replicas: they are one computation)
+        width = Wih.shape[0]
+        dX = H.new_empty(first + (T - 1) * n, width)
         dY = dX if plan.core != "gru" else torch.empty_like(dX)
+        shared = H.new_empty(2 if plan.core == "gru" else 1, n, width) if first < n else None
         dh, dc = outside(T - 1), None
         if dh is None:
             dh = H.new_zeros(n, hid)
         for t in range(T - 1, -1, -1):
+            r = _segment(t, first, n)
+            dXt, dYt = (shared[0], shared[-1]) if t == 0 and shared is not None else (dX[r], dY[r])
             if plan.core == "rnn":
-                _relu_grad(dh, H[t], out=dX[t])
+                _relu_grad(dh, H[t], out=dXt)
             elif plan.core == "lstm":
                 zi, zf, zg, zo = Z[t].chunk(4, 1)
-                di, df, dg, do = dX[t].chunk(4, 1)
+                di, df, dg, do = dXt.chunk(4, 1)
                 tc = K[t]
                 torch.mul(dh * tc, zo * (1 - zo), out=do)
                 dc_t = dh * zo * (1 - tc * tc)
@@ -177,8 +222,8 @@ class GlimpseLoop(torch.autograd.Function):
                 zr, zz, zn = Z[t].chunk(3, 1)
                 hn = C[t]
                 h_prev = H[t - 1] if t > 0 else None
-                dxr, dxz, dxn = dX[t].chunk(3, 1)
-                dyr, dyz, dyn = dY[t].chunk(3, 1)
+                dxr, dxz, dxn = dXt.chunk(3, 1)
+                dyr, dyz, dyn = dYt.chunk(3, 1)
                 torch.mul(dh * (1 - zz), 1 - zn * zn, out=dxn)  # through ñ = tanh(·)
                 torch.mul(dxn * hn, zr * (1 - zr), out=dxr)
                 dxz_ = dh * (-zn if h_prev is None else h_prev - zn)
@@ -188,24 +233,27 @@ class GlimpseLoop(torch.autograd.Function):
                 direct = dh * zz
             if t > 0:
                 d = outside(t - 1)
-                dh = torch.mm(dY[t], Whh) if d is None else torch.addmm(d, dY[t], Whh)
+                dh = torch.mm(dYt, Whh) if d is None else torch.addmm(d, dYt, Whh)
                 if plan.core == "gru":
                     dh += direct
+        if shared is not None:
+            r0 = _segment(0, first, n)
+            torch.sum(shared[0].view(first, n // first, width), 1, out=dX[r0])
+            if dY is not dX:
+                torch.sum(shared[-1].view(first, n // first, width), 1, out=dY[r0])
 
-        dXf, dYf = _flat(dX), _flat(dY)
-        dWhh = _flat(dY[1:]).t() @ _flat(H[:-1]) if T > 1 else None  # one glimpse: W_hh unused
+        dWhh = dY[first:].t() @ _flat(H[:-1]) if T > 1 else None  # one glimpse: W_hh unused
         # everything below is batched over all T glimpses
-        dWih = dXf.t() @ _flat(G)
-        dbih = dXf.sum(0)
-        dbhh = dbih.clone() if dY is dX else dYf.sum(0)  # a copy: the two .grad must not alias
+        dWih = dX.t() @ G
+        dbih = dX.sum(0)
+        dbhh = dbih.clone() if dY is dX else dY.sum(0)  # a copy: the two .grad must not alias
         # ReLU gradients in place on the fresh products: one 2 MB buffer less per layer
-        dA = dXf @ Wih
-        _relu_grad(dA, _flat(G), out=dA)
-        dW2, db2, dWq = dA.t() @ _flat(R), dA.sum(0), dA.t() @ _flat(Q)
+        dA = dX @ Wih
+        _relu_grad(dA, G, out=dA)
+        dW2, db2, dWq = dA.t() @ R, dA.sum(0), dA.t() @ Q
         dR, dQ = dA @ W2, dA @ Wq
-        _relu_grad(dR, _flat(R), out=dR)
-        _relu_grad(dQ, _flat(Q), out=dQ)
-        dW1, db1 = dR.t() @ _flat(P), dR.sum(0)
-        dWl, dbl = dQ.t() @ _flat(L), dQ.sum(0)
+        _relu_grad(dR, R, out=dR)
+        _relu_grad(dQ, Q, out=dQ)
+        dW1, db1 = dR.t() @ P, dR.sum(0)
+        dWl, dbl = dQ.t() @ A, dQ.sum(0)
         return (None, None, None, dW1, db1, dWl, dbl, dW2, db2, dWq, dWih, dbih, dWhh, dbhh, dWloc, dbloc)
-
