@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers import (
     interrupt_when,
@@ -528,7 +529,23 @@ def test_bench_train_json(capsys):
     assert result["images_per_s"] == pytest.approx(2 * 2 / (result["ms_per_step"] / 1000))
     assert result["mc"] == 2 and result["batch_size"] == 2 and result["threads"] == 1
     assert result["model"]["hidden"] == 16
-    assert result["gflop_per_step"] > 0
+    # RAM computes the first glimpse once per image, not once per replica: less work than nominal
+    assert 0 < result["gflop_per_step"] < result["gflop_per_step_nominal"]
+
+
+def test_fused_loop_executes_the_nominal_flops_without_replicas():
+    """The fused loop does the plain model's arithmetic: with one replica, the same FLOP count."""
+    from lgdram_cli.cli.train_cmd import train_spec
+    from lgdram_cli.training.benchmark import nominal_step_flops, step_flops
+    from lgdram_cli.training.feed import OnTheFlyFeed
+    from lgdram_cli.training.loop import build
+
+    spec = train_spec(dataset="cmnist-60", model="ram", sets=["model.core=rnn", "dataset.digits=mnist-mini"],
+                      batch_size=4, mc=1, annotations="100%")  # fmt: skip
+    setup = build(spec)
+    batch = OnTheFlyFeed(setup.generator, 0, spec.annotations, 4, 1).batch(0, 0, torch.device("cpu"))
+    assert step_flops(setup, batch, 1) == nominal_step_flops(setup, batch, 1)
+    assert setup.model.fused  # restored
 
 
 def test_bench_train_bad_steps(capsys):
