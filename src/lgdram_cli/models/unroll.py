@@ -8,9 +8,14 @@ input projection do not feed the recurrence; their gradients can wait until the 
 done and then be computed for all T glimpses at once, one large matrix product per weight
 instead of T small ones. Only h_{t-1} → h_t stays sequential (what cuDNN does for RNNs).
 
-The forward pass does exactly the step-by-step path's arithmetic, into preallocated
-[T, rows, ·] buffers; tests check values and gradients against autograd on the plain path.
-`RAM` uses this for the `fc` sensor with any core, whenever gradients are recorded.
+A third: with a fixed first location (RAM's `start = "centre"`), the first glimpse of the M
+Monte-Carlo replicas of an image is one computation, so it is done once per image (its
+gradient rows are summed over the replicas); the glimpse-network buffers hold B rows for the
+first step and B·M for the others.
+
+The forward pass does the step-by-step path's arithmetic into preallocated buffers; tests check
+values and gradients against autograd on the plain path. `RAM` uses this for the `fc` sensor
+with any core while training with gradients recorded.
 """
 
 from __future__ import annotations
@@ -75,7 +80,7 @@ def _core_step(
     if core == "rnn":
         if h is not None:
             x.addmm_(h, Whh.t())
-        torch.relu(x, out=H) if False else H.copy_(x.relu_())
+        torch.clamp_min(x, 0.0, out=H)
     elif core == "lstm":
         gates = x if h is None else x.addmm_(h, Whh.t())
         i, f, g, o = gates.chunk(4, 1)
