@@ -77,11 +77,11 @@ def _core_step(
     """One step of the core from the input projection `x` (its bias added; for rnn/lstm both
     biases) and the previous state (h, c; None at the first step), into the buffers H (and the
     internals backward needs: Z gates, C cell or W_hn·h + b_hn, K tanh(c))."""
-    if core == "rnn":
+    if core == "rnn":  # x may be H itself: then everything happens in place
         if h is not None:
             x.addmm_(h, Whh.t())
         torch.clamp_min(x, 0.0, out=H)
-    elif core == "lstm":
+    elif core == "lstm":  # x may be Z itself: the gates are activated in place
         gates = x if h is None else x.addmm_(h, Whh.t())
         i, f, g, o = gates.chunk(4, 1)
         zi, zf, zg, zo = Z.chunk(4, 1)
@@ -147,7 +147,10 @@ class GlimpseLoop(torch.autograd.Function):
             torch.addmm(b1, P[r], W1.t(), out=R[r]).relu_()
             torch.addmm(bl, A[r], Wl.t(), out=Q[r]).relu_()
             torch.addmm(b2, R[r], W2.t(), out=G[r]).addmm_(Q[r], Wq.t()).relu_()
-            x = torch.addmm(bias, G[r], Wih.t())  # input projection (+ bias)
+            # input projection (+ bias), straight into the step's output buffer where the core
+            # allows (rnn: H, lstm: the gates Z), to keep a step's memory traffic in cache
+            into = None if t == 0 and first < n else {"rnn": H, "lstm": Z, "gru": None}[plan.core]
+            x = torch.addmm(bias, G[r], Wih.t(), out=None if into is None else into[t])
             if t == 0 and first < n:
                 state = [new(first, *b.shape[2:]) for b in (H, Z, C, K) if b is not None]
                 _core_step(plan.core, x, None, None, bhh, Whh, *state)
