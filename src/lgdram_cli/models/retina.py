@@ -44,6 +44,7 @@ class RetinaState:
     origin: torch.Tensor  # [S, 2]: first window cell (x, y), before flooring, at location (0, 0)
     limit: torch.Tensor  # int32 [S, 2]: largest valid first window cell (x, y)
     strides: torch.Tensor  # int32 [S, 3]: elements per image, per grid row, per grid column (= 1)
+    xy_strides: torch.Tensor  # int32 [S, 2]: per grid column, per grid row (x, y order)
     windows: list[torch.Tensor] = field(default_factory=list)  # per scale: [positions, C, g, g] views
     _images: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
 
@@ -139,9 +140,10 @@ class Retina(nn.Module):
             limit = [[lv.shape[-1] - 1 - (g - 1) * f, lv.shape[-2] - 1 - (g - 1) * f] for lv, f in zip(levels, self.factors)]
             strides = [[C * lv.shape[-2] * lv.shape[-1], lv.shape[-1], 1] for lv in levels]
             dev = images.device
+            strides_t = torch.tensor(strides, device=dev, dtype=INDEX)
             state = RetinaState(
-                levels, half, origin, torch.tensor(limit, device=dev, dtype=INDEX),
-                torch.tensor(strides, device=dev, dtype=INDEX),
+                levels, half, origin, torch.tensor(limit, device=dev, dtype=INDEX), strides_t,
+                strides_t[:, [2, 1]].contiguous(),
             )  # fmt: skip
             if not exporting():
                 for lv, f in zip(levels, self.factors):
@@ -159,9 +161,10 @@ class Retina(nn.Module):
             N, S, g = loc.shape[0], self.scales, self.g
             C = state.levels[0].shape[1]
             # first window cell (x, y) per scale; the clamp only guards non-finite locations
-            start = torch.floor(torch.addcmul(state.origin, loc.clamp(-1.0, 1.0)[:, None, :], state.half)).to(INDEX)
+            # (≥ 0.5 for every finite location, so the integer conversion's truncation is the floor)
+            start = torch.addcmul(state.origin, loc.clamp(-1.0, 1.0)[:, None, :], state.half).to(INDEX)
             start = torch.minimum(start.clamp_(min=0), state.limit)
-            first = state.image_offsets(N, replicas) + (start * state.strides[:, [2, 1]]).sum(-1, dtype=INDEX)
+            first = state.image_offsets(N, replicas) + (start * state.xy_strides).sum(-1, dtype=INDEX)
             if not state.windows:  # exporting: the same cells by explicit indices, no in-place writes
                 return torch.cat([self._gather(state, k, first[:, k]) for k in range(S)], dim=1)
             if out is None:
