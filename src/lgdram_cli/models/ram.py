@@ -218,8 +218,6 @@ class RAM(AttentionModel):
 
     def forward(self, images: torch.Tensor, deterministic: bool = False, replicas: int = 1) -> ModelOutput:
         """`images` [B, C, H, W]; with `replicas` M every image is run M times (rows r·M … r·M+M−1)."""
-        if self._can_fuse():
-            return self._forward_fused(images, deterministic, replicas)
         T = self.config.glimpses
         n = self._rows(images, replicas)
         sensed = self.retina.prepare(images)  # the pyramid is built for the B distinct images only
@@ -227,6 +225,12 @@ class RAM(AttentionModel):
         loc = images.new_zeros(n, 2)  # first glimpse: the image centre ...
         if self.config.start == "random" and not deterministic:  # ... or anywhere, to explore
             loc = torch.rand(n, 2, device=images.device, dtype=images.dtype) * 2 - 1
+        if self._can_fuse():
+            # a fixed first location is the same for every replica of an image: one glimpse per image
+            shared = replicas > 1 and (self.config.start == "centre" or deterministic)
+            plan = LoopPlan(self.retina, sensed, replicas, T, self.config.core, shared_first=shared)
+            H, last, M, L = GlimpseLoop.apply(plan, loc, noise, *weights_of(self))
+            return self._output(H, H[:-1], M, L, final=last)
         state = self.core.init_state()
         states, means, locations = [], [], [loc]
         for t in range(T):
@@ -239,18 +243,3 @@ class RAM(AttentionModel):
                 locations.append(loc)
         H = torch.stack(states)
         return self._output(H, H[:-1], torch.stack(means) if means else H.new_zeros(0, n, 2), torch.stack(locations))
-
-    def _forward_fused(self, images: torch.Tensor, deterministic: bool, replicas: int) -> ModelOutput:
-        """`forward` through `GlimpseLoop`: the same draws from the random stream, the same arithmetic."""
-        T = self.config.glimpses
-        n = self._rows(images, replicas)
-        sensed = self.retina.prepare(images)
-        noise = self._noise(n, T - 1, images, deterministic)
-        loc = images.new_zeros(n, 2)
-        if self.config.start == "random" and not deterministic:
-            loc = torch.rand(n, 2, device=images.device, dtype=images.dtype) * 2 - 1
-        # a fixed first location is the same for every replica of an image: one glimpse per image
-        shared = replicas > 1 and (self.config.start == "centre" or deterministic)
-        plan = LoopPlan(self.retina, sensed, replicas, T, self.config.core, shared_first=shared)
-        H, last, M, L = GlimpseLoop.apply(plan, loc, noise, *weights_of(self))
-        return self._output(H, H[:-1], M, L, final=last)
