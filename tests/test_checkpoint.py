@@ -287,6 +287,17 @@ def test_resume_with_a_damaged_optimizer_file(tiny_run, tmp_path, capsys):
     assert_one_line_error(code, err, optim.name)
 
 
+def test_resume_with_a_foreign_optimizer_file(tiny_run, tmp_path, capsys):
+    """Another safetensors file in the optimizer's place, even one claiming the right step."""
+    out = copy_run(tiny_run, tmp_path)
+    optim = ckpt.optim_path(out)
+    save_file({"w": torch.ones(2)}, str(optim), metadata={"lgdram.step": "6"})
+    before = snapshot(tmp_path)
+    code, _, err = resume_main(capsys, out)
+    assert_one_line_error(code, err, optim.name, "not an lgdram optimizer file")
+    assert_untouched(tmp_path, before)
+
+
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [

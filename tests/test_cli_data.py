@@ -284,7 +284,7 @@ def test_interrupt_exits_130_and_leaves_nothing(tmp_path, capsys, monkeypatch):
 def test_ctrl_c_in_a_real_process_exits_130_and_leaves_nothing(tmp_path):
     code, stderr = interrupt_when(
         ["gen-data", "--dataset", "mcmnist-200", "--n", "1000000", "--set", "digits=mnist-mini", "--out", "big.h5"],
-        started=lambda: bool(list(tmp_path.glob(".big.h5.*.part"))),  # generation has started
+        started=lambda: bool(list(tmp_path.glob(".big.h5.*"))),  # its hidden temp file: generation has started
         cwd=tmp_path,
     )
     assert code == 130, stderr

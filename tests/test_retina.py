@@ -64,6 +64,16 @@ def test_export_gather_equals_the_window_gather():
     assert torch.equal(retina.glimpse(state, loc, replicas=4), windows)
 
 
+def test_a_batch_too_large_for_int32_indices_is_a_user_error(monkeypatch):
+    import lgdram_cli.models.retina as retina_module
+    from lgdram_cli.errors import UserError
+
+    monkeypatch.setattr(retina_module, "MAX_CELLS", 10_000)  # instead of allocating 2**31 floats
+    with pytest.raises(UserError, match="smaller --batch-size"):
+        Retina(6, 3, 2).prepare(torch.rand(8, 1, 30, 30))
+    Retina(6, 3, 2).prepare(torch.rand(1, 1, 30, 30))  # a smaller batch fits
+
+
 def test_non_finite_locations_stay_in_bounds():
     retina = Retina(6, 3, 2)
     out = retina(torch.rand(2, 1, 30, 30), torch.tensor([[float("nan"), 0.0], [float("inf"), -float("inf")]]))

@@ -227,7 +227,7 @@ def test_checksum_mismatch_is_a_user_error_and_leaves_no_file(mirror, mnist_file
     cached = isolated_env / "lgdram" / "mnist"
     files = leftovers(cached) if cached.exists() else []
     assert "train-images-idx3-ubyte.gz" not in files
-    assert not any(f.endswith(".part") for f in files), files
+    assert not any(Path(f).name.startswith(".") for f in files), files  # no temp file left
 
 
 def test_corrupt_download_is_never_renamed_into_place(mirror, mnist_files, monkeypatch, tmp_path):
@@ -261,7 +261,7 @@ def test_all_mirrors_down_falls_back_to_mnist_mini(monkeypatch, isolated_env):
         g.generate(4, "test", seed=0)
     assert g.resolved_config()["digits"] == "mnist-mini"
     assert g.provenance("test")["digits.source"] == "mnist-mini"
-    assert not any(f.endswith(".part") for f in leftovers(isolated_env))
+    assert not any(Path(f).name.startswith(".") for f in leftovers(isolated_env))  # no temp file left
 
 
 def test_http_errors_fall_back_too(mirror, monkeypatch):
@@ -281,7 +281,7 @@ def test_connection_cut_mid_transfer_leaves_no_partial_file(mirror, mnist_files,
     cached = isolated_env / "lgdram" / "mnist"
     files = leftovers(cached) if cached.exists() else []
     assert "train-images-idx3-ubyte.gz" not in files
-    assert not any(f.endswith(".part") for f in files), files
+    assert not any(Path(f).name.startswith(".") for f in files), files  # no temp file left
 
 
 def test_connection_cut_on_first_mirror_uses_the_second(mnist_files, monkeypatch, isolated_env):

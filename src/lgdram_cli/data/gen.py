@@ -10,7 +10,8 @@ import h5py
 import torch
 from pydantic import Field
 
-from lgdram_cli.data.h5io import CanvasWriter, annotation_mask, atomic_path
+from lgdram_cli.atomic import atomic_path
+from lgdram_cli.data.h5io import CanvasWriter, annotation_mask
 from lgdram_cli.data.presets import make_generator
 from lgdram_cli.errors import UserError
 from lgdram_cli.interrupts import StopFlag
@@ -47,7 +48,7 @@ def generate_file(
 ) -> dict[str, Any]:
     """Write `spec`'s samples to `out` atomically; return the resolved spec stored in it."""
     generator = make_generator(spec.dataset)
-    with atomic_path(out, force) as tmp:
+    with atomic_path(out, force=force) as tmp:
         block = block_size(generator)
         first = generator.generate(min(spec.n, block), spec.split, spec.seed, device)
         problem = check_batch(first.to("cpu"), len(first), generator.channels, tuple(generator.size), generator.classes)

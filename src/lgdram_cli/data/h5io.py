@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,29 +40,6 @@ FIELDS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
     "n_distractors": (np.dtype(np.int16), ()),
     "annotated": (np.dtype(np.bool_), ()),
 }
-
-
-@contextmanager
-def atomic_path(out: Path, force: bool) -> Iterator[Path]:
-    """Yield a temp path beside `out`; rename it to `out` only if the block succeeds."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise UserError(f"{out} already exists; pass --force to overwrite it")
-    if out.is_dir():
-        raise UserError(f"{out} is a directory; give a file name")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"cannot write {out}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write {out}: folder {parent} is not writable")
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{out.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 class CanvasWriter:

@@ -7,14 +7,13 @@ then uint8 data. Every structural problem is a UserError naming the file.
 from __future__ import annotations
 
 import gzip
-import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from lgdram_cli.atomic import atomic_path
 from lgdram_cli.errors import UserError
 
 IMAGES_MAGIC = 2051
@@ -77,12 +76,5 @@ def write_atomic(path: Path, data: bytes, *, compress: bool | None = None) -> No
     if compress:
         data = gzip.compress(data, mtime=0)  # mtime=0: reproducible bytes
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a finished file gets normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)

@@ -10,15 +10,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from lgdram_cli.atomic import atomic_path
 from lgdram_cli.errors import UserError
 from lgdram_cli.training.runs import LoadedRun
 
@@ -52,30 +50,9 @@ def check_exportable(run: LoadedRun) -> None:
 
 
 def _atomic_output(out: Path, force: bool, write: Callable[[Path], None], is_dir: bool = False) -> None:
-    """Write into a temp path beside `out`, then swap it into place (no partial outputs)."""
-    if out.exists() and not force:
-        raise UserError(f"{out} already exists; pass --force to replace it")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write {out}: folder {parent} does not exist or is not writable")
-    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.")) if is_dir else None
-    if tmp is None:
-        fd, name = tempfile.mkstemp(dir=parent, prefix=f".{out.name}.", suffix=out.suffix)
-        os.close(fd)
-        tmp = Path(name)
-    try:
+    """`write` a temp path beside `out`, then swap it into place (no partial outputs)."""
+    with atomic_path(out, force=force, folder=is_dir) as tmp:
         write(tmp)
-        os.chmod(tmp, 0o755 if is_dir else 0o644)
-        if out.is_dir():
-            shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
-        os.replace(tmp, out)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
 
 
 def export_onnx(run: LoadedRun, out: Path, force: bool = False) -> None:
@@ -121,7 +98,7 @@ def export_folder(run: LoadedRun, out: Path, force: bool = False, gif_samples: i
         save_checkpoint(tmp / "model.safetensors", run.model, run.spec, run.step, run.metrics)
         (tmp / "config.json").write_text(json.dumps(run.spec, indent=2, sort_keys=True) + "\n")
         gif = None
-        if run.model.__class__.__name__ and getattr(run.model, "retina", None) is not None:
+        if getattr(run.model, "retina", None) is not None:  # attention models: show where they look
             batch = run.generator.generate(gif_samples, "test", int(run.spec.get("eval_seed", 1)))
             glimpse_gif(run.model, batch, tmp / "sample.gif")
             gif = "sample.gif"

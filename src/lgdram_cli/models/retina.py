@@ -29,10 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lgdram_cli.errors import UserError
+
 _TIE = 1e-3  # px; see module docstring
 #: int32 gather indices: half the memory traffic of int64. Safe while every scale's grid has
-#: < 2**31 elements (checked).
+#: fewer than MAX_CELLS elements (checked before anything is allocated).
 INDEX = torch.int32
+MAX_CELLS = 2**31
 
 
 @dataclass
@@ -43,8 +46,8 @@ class RetinaState:
     half: torch.Tensor  # [2]: (W/2, H/2), location units → pixels
     origin: torch.Tensor  # [S, 2]: first window cell (x, y), before flooring, at location (0, 0)
     limit: torch.Tensor  # int32 [S, 2]: largest valid first window cell (x, y)
-    strides: torch.Tensor  # int32 [S, 3]: elements per image, per grid row, per grid column (= 1)
-    xy_strides: torch.Tensor  # int32 [S, 2]: per grid column, per grid row (x, y order)
+    image_stride: torch.Tensor  # int32 [S]: elements per image in each level
+    xy_strides: torch.Tensor  # int32 [S, 2]: elements per grid column (1), per grid row
     windows: list[torch.Tensor] = field(default_factory=list)  # per scale: [positions, C, g, g] views
     _images: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
 
@@ -53,8 +56,8 @@ class RetinaState:
         cacheable = isinstance(n, int)  # not a symbolic batch size (torch.export)
         if cacheable and (n, replicas) in self._images:
             return self._images[(n, replicas)]
-        image = torch.arange(n, device=self.strides.device) // replicas
-        offsets = (image[:, None] * self.strides[:, 0]).to(INDEX)
+        image = torch.arange(n, device=self.image_stride.device, dtype=INDEX) // replicas
+        offsets = image[:, None] * self.image_stride
         if cacheable:
             self._images[(n, replicas)] = offsets
         return offsets
@@ -114,7 +117,14 @@ class Retina(nn.Module):
         """Block means of the images at every scale, once per batch: [B, C, H, W] → state."""
         with torch.no_grad():
             B, C, H, W = images.shape
-            F_, s = self.factors[-1], self.s
+            F_, s, g = self.factors[-1], self.s, self.g
+            grids = [(self._extent(k, H), self._extent(k, W)) for k in range(self.scales)]
+            largest = max(B * C * rows * cols for rows, cols in grids)
+            if largest >= MAX_CELLS:
+                raise UserError(
+                    f"the retina's block-mean grid for {B} images of {C}x{H}x{W} would hold {largest:,} "
+                    f"values, more than {MAX_CELLS - 1:,}; use a smaller --batch-size or fewer --mc replicas"
+                )
             x = F.pad(images, (F_ - 1, F_, F_ - 1, F_))  # the cascade eats F − 1 cells
             levels = []
             for k, f in enumerate(self.factors):
@@ -130,21 +140,21 @@ class Retina(nn.Module):
                 # x[..., i, j] is the block *sum* at position (i − (F − 1), j − (F − 1)), for i ≤ H,
                 # j ≤ W; scaled to a mean while it is placed on positions −m … −m + extent − 1
                 # (blocks further out are all zero)
-                m, rows, cols = self.margins[k], self._extent(k, H), self._extent(k, W)
-                levels.append(_embed(x[..., : H + F_, : W + F_], m - (F_ - 1), rows, cols, 1.0 / (f * f)))
-                if levels[-1].numel() >= 2**31:
-                    raise ValueError(f"retina buffer of {levels[-1].numel()} elements is too large; use a smaller batch")
+                (rows, cols), offset = grids[k], self.margins[k] - (F_ - 1)
+                levels.append(_embed(x[..., : H + F_, : W + F_], offset, rows, cols, 1.0 / (f * f)))
             half = images.new_tensor([0.5 * W, 0.5 * H])
-            origin = half[None, :] - self.shift.to(images.dtype)[:, None]
-            g = self.g
-            limit = [[lv.shape[-1] - 1 - (g - 1) * f, lv.shape[-2] - 1 - (g - 1) * f] for lv, f in zip(levels, self.factors)]
-            strides = [[C * lv.shape[-2] * lv.shape[-1], lv.shape[-1], 1] for lv in levels]
-            dev = images.device
-            strides_t = torch.tensor(strides, device=dev, dtype=INDEX)
+
+            def ints(values: list) -> torch.Tensor:
+                return torch.tensor(values, device=images.device, dtype=INDEX)
+
             state = RetinaState(
-                levels, half, origin, torch.tensor(limit, device=dev, dtype=INDEX), strides_t,
-                strides_t[:, [2, 1]].contiguous(),
-            )  # fmt: skip
+                levels=levels,
+                half=half,
+                origin=half[None, :] - self.shift.to(images.dtype)[:, None],
+                limit=ints([[cols - 1 - (g - 1) * f, rows - 1 - (g - 1) * f] for (rows, cols), f in zip(grids, self.factors)]),
+                image_stride=ints([C * rows * cols for rows, cols in grids]),
+                xy_strides=ints([[1, cols] for _, cols in grids]),
+            )
             if not exporting():
                 for lv, f in zip(levels, self.factors):
                     rows, cols = lv.shape[-2:]

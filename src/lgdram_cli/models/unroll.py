@@ -57,10 +57,9 @@ def weights_of(model: Any) -> list[torch.Tensor]:
     ]  # fmt: skip
 
 
-def _relu_grad(grad: torch.Tensor, output: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """grad · [output > 0] in one kernel (autograd's own ReLU backward; no bool → float copy)."""
-    if out is None:
-        return torch.ops.aten.threshold_backward(grad, output, 0)
+def _relu_grad(grad: torch.Tensor, output: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """grad · [output > 0] into `out` in one kernel (autograd's own ReLU backward; no bool →
+    float copy). `out` may be `grad` itself."""
     return torch.ops.aten.threshold_backward.grad_input(grad, output, 0, grad_input=out)
 
 

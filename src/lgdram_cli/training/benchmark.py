@@ -31,12 +31,11 @@ def step_flops(setup: Any, batch: Any, M: int) -> float:
 
 
 def nominal_step_flops(setup: Any, batch: Any, M: int) -> float:
-    """FLOPs of the plain step-by-step model, where every replica runs every glimpse. RAM's fused
-    loop computes a fixed first glimpse once per image, so it executes fewer (`step_flops`)."""
+    """FLOPs of the plain step-by-step model (RAM with `fused` off), where every replica runs
+    every glimpse. RAM's fused loop computes a fixed first glimpse once per image, so it executes
+    fewer (`step_flops`)."""
     model = setup.model
-    fused = getattr(model, "fused", None)
-    if fused is None:
-        return step_flops(setup, batch, M)
+    fused = model.fused
     model.fused = False
     try:
         return step_flops(setup, batch, M)
@@ -53,7 +52,7 @@ def time_train_step(spec: TrainSpec, device: torch.device, steps: int, warmup: i
     feed = OnTheFlyFeed(setup.generator, spec.seed, spec.annotations, spec.batch_size, 1)
     batch = feed.batch(0, 0, device)  # fixed batch: time the model, not the generator
     flops = step_flops(setup, batch, spec.mc)
-    nominal = nominal_step_flops(setup, batch, spec.mc)
+    nominal = nominal_step_flops(setup, batch, spec.mc) if hasattr(setup.model, "fused") else flops
 
     def sync() -> None:
         if device.type == "cuda":

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from lgdram_cli.atomic import atomic_path
 from lgdram_cli.errors import UserError
 
 FORMAT_VERSION = 1
@@ -62,14 +61,8 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 def save_checkpoint(
@@ -161,15 +154,18 @@ def load_training_state(path: Path, optimizer: torch.optim.Optimizer, step: int)
             f"{path} is from step {metadata.get('lgdram.step')}, but the checkpoint is at step {step}; "
             "they do not belong together"
         )
-    groups = json.loads(metadata["lgdram.param_groups"])
     state: dict[int, dict[str, torch.Tensor]] = {}
     rng: dict[str, torch.Tensor] = {}
-    for name, value in tensors.items():
-        if name.startswith("rng."):
-            rng[name[4:]] = value
-            continue
-        _, index, key = name.split(".", 2)
-        state.setdefault(int(index), {})[key] = value
+    try:
+        groups = json.loads(metadata["lgdram.param_groups"])
+        for name, value in tensors.items():
+            if name.startswith("rng."):
+                rng[name[4:]] = value
+                continue
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    except (KeyError, ValueError) as exc:  # another safetensors file that happens to carry a step
+        raise UserError(f"{path} is not an lgdram optimizer file ({exc!r}); retrain or restore it") from exc
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for index, slots in state.items():
         moments = slots.get("exp_avg")

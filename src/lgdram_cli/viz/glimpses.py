@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from lgdram_cli.atomic import atomic_path
 from lgdram_cli.data.canvas import CanvasBatch
 from lgdram_cli.errors import UserError
 from lgdram_cli.viz.draw import GREEN, RED, caption, draw_box, draw_glimpse, grid, to_rgb, upscale_factor
@@ -72,18 +71,8 @@ def _frame_cell(batch: CanvasBatch, tr: Trace, i: int, t: int, scale: int) -> Im
 
 def save_image_atomic(path: Path, write: Any) -> None:
     """Call `write(tmp_path)` and rename the result to `path` (no partial files)."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"cannot write {path}: folder {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def glimpse_gif(model: torch.nn.Module, batch: CanvasBatch, path: Path, columns: int | None = None) -> int:
