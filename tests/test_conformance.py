@@ -51,6 +51,13 @@ class FrozenHeadRAM(RAM):
         self.unused = torch.nn.Linear(3, 3)
 
 
+class NoReplicasRAM(RAM):
+    """Ignores `replicas`: B rows instead of B·M."""
+
+    def forward(self, images, deterministic=False, replicas=1):  # noqa: ANN001, ANN201
+        return super().forward(images, deterministic)
+
+
 class VectorLoss(ClassificationLoss):
     """Returns a per-row vector instead of a scalar."""
 
@@ -66,6 +73,11 @@ def test_kit_catches_swapped_centres():
 def test_kit_catches_parameters_without_gradient():
     with pytest.raises(ConformanceError, match="unused"):
         check_model(FrozenHeadRAM, {"type": "ram", "hidden": 16, "glimpses": 2}, onnx=False)
+
+
+def test_kit_catches_outputs_of_the_wrong_shape():
+    with pytest.raises(ConformanceError, match=r"logits have shape \(3, 10\), expected \(6, 10\)"):
+        check_model(NoReplicasRAM, {"type": "ram", "hidden": 16, "glimpses": 2}, onnx=False)
 
 
 def test_kit_catches_non_scalar_loss():

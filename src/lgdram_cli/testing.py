@@ -183,18 +183,11 @@ def check_model(
     torch.manual_seed(1)
     out = model(images, replicas=M)
     N = B * M
-    c.check("output is a ModelOutput", isinstance(out, ModelOutput), type(out).__name__)
-    c.check("logits [B·M, classes]", tuple(out.logits.shape) == (N, classes), f"{tuple(out.logits.shape)}")
+    problem = check_output(out, N, classes)
+    c.check("output shapes: logits [B·M, classes], locations [B·M, T, 2], policy fields", problem is None, problem or "")
     if out.locations is not None:
-        T = out.locations.shape[1]
-        c.check("locations [B·M, T, 2] in [-1, 1]", tuple(out.locations.shape) == (N, T, 2)
-                and bool(out.locations.abs().max() <= 1), f"{tuple(out.locations.shape)}")
+        c.check("locations in [-1, 1]", bool(out.locations.abs().max() <= 1))
         c.check("locations carry no gradient", not out.locations.requires_grad)
-    if out.log_probs is not None:
-        P = out.means.shape[1]
-        c.check("policy fields [B·M, P(, 2)]",
-                tuple(out.means.shape) == (N, P, 2) and tuple(out.log_probs.shape) == (N, P)
-                and out.baselines is not None and tuple(out.baselines.shape) == (N, P))
     loss = HybridLoss(_policy_losses(out))
     target_batch = LossBatch(
         labels=torch.arange(N) % classes, centers=torch.zeros(N, 2), annotated=torch.ones(N, dtype=torch.bool),

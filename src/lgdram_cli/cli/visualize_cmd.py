@@ -11,10 +11,6 @@ from lgdram_cli.cli.common import err, set_threads
 from lgdram_cli.cli.gen_data import Sets
 
 
-def _suffixed(checkpoint: Path, suffix: str) -> Path:
-    return checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + suffix)
-
-
 def visualize(
     checkpoints: Annotated[Optional[list[Path]], typer.Argument(help="Checkpoint(s); several only with --curves.")] = None,
     gif: Annotated[bool, typer.Option("--gif", help="Animated GIF, one frame per glimpse (the default).")] = False,
@@ -31,6 +27,7 @@ def visualize(
 ) -> None:
     """Show where a model looks, how it learned, or what a dataset looks like."""
     from lgdram_cli.errors import UserError
+    from lgdram_cli.training.checkpoint import sibling
 
     checkpoints = checkpoints or []
     if n is not None and n < 1:
@@ -57,7 +54,7 @@ def visualize(
         if len(set(names)) < len(names):  # a/run and b/run: label by folder too
             names = [f"{c.parent.name}/{n}" for c, n in zip(checkpoints, names)]
         runs = {n: read_metrics(metrics_path(c)) for n, c in zip(names, checkpoints)}
-        target = out or _suffixed(checkpoints[0], ".curves.png")
+        target = out or sibling(checkpoints[0], ".curves.png")
         plot_curves(runs, target)
         err.print(f"wrote {target}")
     glimpse_modes = [m for m in modes if m != "curves"]
@@ -71,11 +68,11 @@ def visualize(
         count = n or (16 if mode == "gif" else 4)
         batch = test_canvases(run, data=data, n=count, seed=seed)
         if mode == "gif":
-            target = out or _suffixed(checkpoints[0], ".glimpses.gif")
+            target = out or sibling(checkpoints[0], ".glimpses.gif")
             frames = glimpse_gif(run.model, batch, target)
             err.print(f"wrote {target} ({frames} frames, {len(batch)} canvases)")
         else:
-            target = out or _suffixed(checkpoints[0], ".glimpses.png")
+            target = out or sibling(checkpoints[0], ".glimpses.png")
             glimpse_sheet(run.model, batch, target)
             err.print(f"wrote {target} ({len(batch)} canvases)")
 

@@ -40,8 +40,9 @@ class WholeImageConfig(ModelConfig):
         return self
 
 
-def _output(logits: torch.Tensor) -> ModelOutput:
-    return ModelOutput(logits=logits)
+def _output(logits: torch.Tensor, replicas: int) -> ModelOutput:
+    """A whole-image model sees no glimpses: its M replicas of an image are copies."""
+    return ModelOutput(logits=logits.repeat_interleave(replicas, dim=0) if replicas > 1 else logits)
 
 
 class FCConfig(WholeImageConfig):
@@ -70,8 +71,7 @@ class FCClassifier(Model):
         return max(8, round((-b + math.sqrt(b * b + 4 * max(budget - classes, 0))) / 2))
 
     def forward(self, images: torch.Tensor, deterministic: bool = False, replicas: int = 1) -> ModelOutput:
-        logits = self.net(images)
-        return _output(logits.repeat_interleave(replicas, dim=0) if replicas > 1 else logits)
+        return _output(self.net(images), replicas)
 
 
 class CNNConfig(WholeImageConfig):
@@ -104,5 +104,4 @@ class CNNClassifier(Model):
         self.head = nn.Sequential(nn.Linear(flat, width), nn.ReLU(), nn.Linear(width, classes))
 
     def forward(self, images: torch.Tensor, deterministic: bool = False, replicas: int = 1) -> ModelOutput:
-        logits = self.head(self.features(images))
-        return _output(logits.repeat_interleave(replicas, dim=0) if replicas > 1 else logits)
+        return _output(self.head(self.features(images)), replicas)

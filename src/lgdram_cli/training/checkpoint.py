@@ -39,14 +39,19 @@ class Checkpoint:
     metadata: dict[str, str]
 
 
+def sibling(path: Path, suffix: str) -> Path:
+    """A file that belongs to a run: run.safetensors → run<suffix> beside it."""
+    return path.with_name(path.name.removesuffix(".safetensors") + suffix)
+
+
 def optim_path(path: Path) -> Path:
     """run.safetensors → run.optim.safetensors."""
-    return path.with_name(path.name.removesuffix(".safetensors") + ".optim.safetensors")
+    return sibling(path, ".optim.safetensors")
 
 
 def metrics_path(path: Path) -> Path:
     """run.safetensors → run.metrics.jsonl."""
-    return path.with_name(path.name.removesuffix(".safetensors") + ".metrics.jsonl")
+    return sibling(path, ".metrics.jsonl")
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:

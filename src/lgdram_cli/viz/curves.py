@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from lgdram_cli.errors import UserError
-from lgdram_cli.viz.glimpses import save_image_atomic
+from lgdram_cli.atomic import atomic_path
 
 PANELS = (
     ("eval", "accuracy", "test accuracy"),
@@ -47,5 +47,6 @@ def plot_curves(runs: dict[str, list[dict]], out: Path) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    save_image_atomic(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from PIL import Image
@@ -69,12 +68,6 @@ def _frame_cell(batch: CanvasBatch, tr: Trace, i: int, t: int, scale: int) -> Im
     return caption(picture, f"glimpse {t + 1}: {label} ({100 * float(p[label]):.0f}%)", colour)
 
 
-def save_image_atomic(path: Path, write: Any) -> None:
-    """Call `write(tmp_path)` and rename the result to `path` (no partial files)."""
-    with atomic_path(path) as tmp:
-        write(tmp)
-
-
 def glimpse_gif(model: torch.nn.Module, batch: CanvasBatch, path: Path, columns: int | None = None) -> int:
     """An animated GIF, one frame per glimpse, of a grid of canvases; returns the frame count."""
     tr = trace(model, batch)
@@ -83,12 +76,10 @@ def glimpse_gif(model: torch.nn.Module, batch: CanvasBatch, path: Path, columns:
     scale = upscale_factor(tuple(batch.images.shape[-2:]))
     frames = [grid([_frame_cell(batch, tr, i, t, scale) for i in range(N)], columns) for t in range(T)]
     durations = [FRAME_MS] * (T - 1) + [HOLD_MS]
-    save_image_atomic(
-        path,
-        lambda tmp: frames[0].save(
+    with atomic_path(path) as tmp:
+        frames[0].save(
             tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0, disposal=1
-        ),
-    )
+        )
     return len(frames)
 
 
@@ -105,7 +96,8 @@ def glimpse_sheet(model: torch.nn.Module, batch: CanvasBatch, path: Path) -> Non
                 cell = _with_patches(cell, tr.patches[i, t])
             cells.append(cell)
     sheet = grid(cells, T)
-    save_image_atomic(path, lambda tmp: sheet.save(tmp, format="PNG"))
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
 
 
 def _with_patches(cell: Image.Image, patches: torch.Tensor) -> Image.Image:
@@ -135,4 +127,5 @@ def dataset_sheet(batch: CanvasBatch, path: Path, columns: int | None = None) ->
         draw_box(picture, batch.boxes[i].tolist(), scale)
         cells.append(caption(picture, f"label {int(batch.labels[i])}, {int(batch.n_distractors[i])} distractors", (230, 230, 230)))
     sheet = grid(cells, columns)
-    save_image_atomic(path, lambda tmp: sheet.save(tmp, format="PNG"))
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
