@@ -316,6 +316,9 @@ def test_fc_baseline_trains_with_the_default_loss(tmp_path, capsys):
             f"--model fc with the default loss: exit {code}, '{last}' "
             f"({len(err.strip().splitlines())} stderr lines; left behind: {leftovers(tmp_path)})"
         )
+    # a whole-image model makes no glimpse decisions: the default loss reduces to classification
+    assert list(spec_of(out)["loss"]) == ["classification"]
+    assert spec_of(out)["model"]["type"] == "fc"
 
 
 def test_set_model_field_without_model_option(tmp_path, capsys):

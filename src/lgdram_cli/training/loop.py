@@ -156,7 +156,7 @@ def train_step(
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    """Adam, fused into one kernel per step (0.7 ms of a 8 ms CPU step for default RAM)."""
+    """Adam, fused into one kernel per step (one pass over every parameter, not one call per tensor)."""
     return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
 
 
