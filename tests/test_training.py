@@ -305,6 +305,18 @@ def test_fc_baseline_trains_with_the_classification_loss(trained):
     assert evals and "location_error_px" not in evals[-1]
 
 
+def test_a_batch_too_large_for_the_retina_stops_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    import lgdram_cli.models.retina as retina_module
+
+    # room for the 2-image probe, not for a 4-image training batch (instead of 2**31 floats)
+    monkeypatch.setattr(retina_module, "MAX_CELLS", 30_000)
+    code, _, err = train_main(capsys, tmp_path / "run.safetensors")
+    last = err.strip().splitlines()[-1]  # after the resolved-spec line every run prints first
+    assert code == 2 and last.startswith("error:") and "--batch-size" in last, err
+    assert "Traceback" not in err
+    assert leftovers(tmp_path) == []  # no checkpoint, no metrics file
+
+
 def test_fc_baseline_trains_with_the_default_loss(tmp_path, capsys):
     """`--model fc` is offered by `train --help`; with the default (attention) loss terms it
     must still train, or be refused before anything is written."""

@@ -123,7 +123,7 @@ class Retina(nn.Module):
             if largest >= MAX_CELLS:
                 raise UserError(
                     f"the retina's block-mean grid for {B} images of {C}x{H}x{W} would hold {largest:,} "
-                    f"values, more than {MAX_CELLS - 1:,}; use a smaller --batch-size or fewer --mc replicas"
+                    f"values, more than {MAX_CELLS - 1:,}; use a smaller --batch-size"
                 )
             x = F.pad(images, (F_ - 1, F_, F_ - 1, F_))  # the cascade eats F − 1 cells
             levels = []

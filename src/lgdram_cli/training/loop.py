@@ -185,6 +185,7 @@ class MetricsLog:
     def __init__(self, path: Path, resume_step: int | None, enabled: bool) -> None:
         self.path, self.enabled = path, enabled
         self.reached: dict[str, int] = {}
+        self._mode = "w"  # a new run replaces an old file at its first line, not before
         if enabled and resume_step is not None and path.exists():
             # keep what the checkpoint has seen; lines past it (a run killed after its last
             # checkpoint) would be written again by the resumed run
@@ -192,9 +193,7 @@ class MetricsLog:
             for record in kept:
                 self.reached.update(record.get("steps_to", {}))
             path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        elif enabled:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("")
+            self._mode = "a"
 
     def eval(self, step: int, metrics: dict[str, Any]) -> None:
         for t in THRESHOLDS:
@@ -206,8 +205,9 @@ class MetricsLog:
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
-            with self.path.open("a") as f:
+            with self.path.open(self._mode) as f:
                 f.write(json.dumps(record) + "\n")
+            self._mode = "a"
 
 
 def train(
