@@ -36,7 +36,11 @@ def reference(images: torch.Tensor, loc: torch.Tensor, g: int, scales: int, s: i
 
 @pytest.mark.parametrize(
     "C,H,W,g,scales,s",
-    [(1, 60, 60, 12, 3, 2), (3, 40, 90, 5, 3, 2), (1, 28, 28, 8, 2, 3), (3, 33, 47, 7, 1, 2), (1, 40, 90, 6, 4, 2)],
+    [
+        (1, 60, 60, 12, 3, 2), (3, 40, 90, 5, 3, 2), (1, 28, 28, 8, 2, 3), (3, 33, 47, 7, 1, 2), (1, 40, 90, 6, 4, 2),
+        # glimpses narrower than two blocks of the next scale: the grids need wider zero borders
+        (1, 20, 30, 2, 3, 3), (2, 17, 23, 1, 3, 4),
+    ],
 )
 def test_matches_reference(C, H, W, g, scales, s):
     torch.manual_seed(0)
@@ -62,6 +66,34 @@ def test_export_gather_equals_the_window_gather():
     windows = retina.glimpse(state, loc, replicas=4)
     state.windows.clear()  # what `prepare` leaves out while exporting
     assert torch.equal(retina.glimpse(state, loc, replicas=4), windows)
+
+
+def test_reused_state_equals_a_fresh_one():
+    """`prepare(reuse=True)` rewrites the last state of the same shape in place (the zero
+    borders are never rewritten): every glimpse must read as from a state built from scratch."""
+    torch.manual_seed(0)
+    retina = Retina(5, 3, 2)
+    loc = torch.rand(12, 2) * 2.4 - 1.2
+    first = retina.prepare(torch.rand(3, 2, 30, 41), reuse=True)
+    for images in (torch.rand(3, 2, 30, 41), torch.zeros(3, 2, 30, 41), torch.rand(3, 2, 30, 41) * 7):
+        state = retina.prepare(images, reuse=True)
+        assert state is first  # reused, not rebuilt
+        assert torch.equal(retina.glimpse(state, loc, replicas=4), retina.glimpse(retina.prepare(images), loc, replicas=4))
+    # another batch shape gets its own state, and a fresh one is never handed out again
+    other = retina.prepare(torch.rand(2, 2, 30, 41), reuse=True)
+    assert other is not first and retina.prepare(torch.rand(2, 2, 30, 41)) is not other
+
+
+def test_reuse_is_per_thread():
+    import threading
+
+    retina, images = Retina(4, 2, 2), torch.rand(2, 1, 20, 20)
+    mine = retina.prepare(images, reuse=True)
+    theirs = []
+    worker = threading.Thread(target=lambda: theirs.append(retina.prepare(images, reuse=True)))
+    worker.start()
+    worker.join()
+    assert theirs[0] is not mine and retina.prepare(images, reuse=True) is mine
 
 
 def test_a_batch_too_large_for_int32_indices_is_a_user_error(monkeypatch):

@@ -84,7 +84,7 @@ class DRAM(AttentionModel):
         """`images` [B, C, H, W]; with `replicas` M every image is run M times (rows r·M … r·M+M−1)."""
         T = self.config.glimpses
         n = self._rows(images, replicas)
-        sensed = self.retina.prepare(images)
+        sensed = self.retina.prepare(images, reuse=True)  # held only during this call
         r2 = self.context(images)
         if replicas > 1:
             r2 = r2.repeat_interleave(replicas, dim=0)

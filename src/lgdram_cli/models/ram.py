@@ -220,7 +220,7 @@ class RAM(AttentionModel):
         """`images` [B, C, H, W]; with `replicas` M every image is run M times (rows r·M … r·M+M−1)."""
         T = self.config.glimpses
         n = self._rows(images, replicas)
-        sensed = self.retina.prepare(images)  # the pyramid is built for the B distinct images only
+        sensed = self.retina.prepare(images, reuse=True)  # the pyramid is built for the B distinct images only
         noise = self._noise(n, T - 1, images, deterministic)
         loc = images.new_zeros(n, 2)  # first glimpse: the image centre ...
         if self.config.start == "random" and not deterministic:  # ... or anywhere, to explore

@@ -5,11 +5,14 @@ reduced to g×g by averaging s^k × s^k blocks; pixels outside the image read ze
 
 Why it is fast: block means do not depend on the location, so `prepare` computes them once
 per image batch — for every scale, the stride-1 s^k × s^k box mean of the zero-padded images,
-by a cascade of shifted adds (far cheaper than `avg_pool2d(stride=1)`), for the B distinct
-images only (not the B·M Monte-Carlo replicas). Each scale's grid is padded with zeros far
+for the B distinct images only (not the B·M Monte-Carlo replicas). Scale k is computed from
+scale k − 1 (a mean of s × s of its means, shifted by s^(k−1): two sums of shifted views), so
+each level costs about two passes over its grid. Each scale's grid is padded with zeros far
 enough that every patch is a whole g×g window of cells at stride s^k, so a glimpse is one
 `index_select` per scale of a window *view* (`as_strided`): the index is one number per row and
-scale, not one per pixel. Nothing needs a gradient (locations are detached samples), so
+scale, not one per pixel. The models ask `prepare` to reuse their grids from the last batch of
+the same shape (`reuse=True`): the zero borders are then written once, not every step, and
+only the interiors are rewritten. Nothing needs a gradient (locations are detached samples), so
 everything runs without autograd. While exporting (ONNX, torch.export) the same cells are
 gathered by explicit per-pixel indices, which every exporter understands.
 
@@ -23,6 +26,7 @@ clamped to [-1, 1] first.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -43,6 +47,7 @@ class RetinaState:
     """Per-batch precomputation shared by all glimpses (and all Monte-Carlo replicas)."""
 
     levels: list[torch.Tensor]  # per scale: [B, C, rows_k, cols_k] block means on a zero-padded grid
+    shape: tuple[int, ...]  # (B, C, H, W) of the images
     half: torch.Tensor  # [2]: (W/2, H/2), location units → pixels
     origin: torch.Tensor  # [S, 2]: first window cell (x, y), before flooring, at location (0, 0)
     limit: torch.Tensor  # int32 [S, 2]: largest valid first window cell (x, y)
@@ -63,23 +68,14 @@ class RetinaState:
         return offsets
 
 
-def _embed(core: torch.Tensor, offset: int, rows: int, cols: int, scale: float) -> torch.Tensor:
-    """`core` · `scale` [B, C, h, w] placed at (offset, offset) in a zero [B, C, rows, cols] grid
-    (cropped where it does not fit). Like `F.pad` after a multiply, but only the border is
-    zero-filled and the interior written once: a third of the memory traffic on large canvases."""
-    B, C, h, w = core.shape
-    if exporting():  # graph capture does not follow writes into slices: the same by `F.pad`
-        return F.pad(core * scale, (offset, cols - offset - w, offset, rows - offset - h))
-    out = core.new_empty(B, C, rows, cols)
-    src_y, src_x = max(0, -offset), max(0, -offset)
-    y0, x0 = max(0, offset), max(0, offset)
-    y1, x1 = min(rows, offset + h), min(cols, offset + w)
-    torch.mul(core[..., src_y : src_y + y1 - y0, src_x : src_x + x1 - x0], scale, out=out[..., y0:y1, x0:x1])
-    out[..., :y0, :].zero_()
-    out[..., y1:, :].zero_()
-    out[..., y0:y1, :x0].zero_()
-    out[..., y0:y1, x1:].zero_()
-    return out
+def _shifted_sum(views: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+    """views[0] + views[1] + …, left to right (into `out` when given: the same bits)."""
+    if len(views) == 1:
+        return views[0].clone() if out is None else out.copy_(views[0])
+    total = torch.add(views[0], views[1], out=out) if out is not None else views[0] + views[1]
+    for v in views[2:]:
+        total = total.add_(v) if out is not None else total + v
+    return total
 
 
 def exporting() -> bool:
@@ -102,64 +98,109 @@ class Retina(nn.Module):
             raise ValueError(f"scale_factor must be a positive integer, got {scale_factor!r}")
         self.g, self.scales, self.s = glimpse_size, scales, scale_factor
         self.factors = [scale_factor**k for k in range(scales)]  # block side per scale
-        self.margins = [math.ceil(f * glimpse_size / 2) for f in self.factors]  # zero cells before pixel 0
+        # zero cells before pixel 0 and after the last one on each scale's grid: enough for every
+        # window, and for the next scale's sums, which read s·f − 1 cells before pixel 0 and
+        # (s − 1)·f after the last
+        self.margins = [max(math.ceil(f * glimpse_size / 2), scale_factor * f - 1) for f in self.factors]
+        self.tails = [
+            max((glimpse_size - 1) * f - (f * glimpse_size) // 2 + 1, (scale_factor - 1) * f) for f in self.factors
+        ]
+        self._reusable: dict[tuple, RetinaState] = {}  # see `prepare(reuse=True)`
         f = torch.tensor(self.factors, dtype=torch.float32)
         m = torch.tensor(self.margins, dtype=torch.float32)
         # first window cell = floor(c − (P/2 − 1/2 − tie) + m): the per-scale subtrahend
         self.register_buffer("shift", f * (glimpse_size / 2) - 0.5 - _TIE - m, persistent=False)
 
     def _extent(self, k: int, size: int) -> int:
-        """Cells of scale k's grid along an image side of `size` pixels: every window fits."""
-        f, m = self.factors[k], self.margins[k]
-        return size + m + (self.g - 1) * f - (f * self.g) // 2 + 1
+        """Cells of scale k's grid along an image side of `size` pixels."""
+        return self.margins[k] + size + self.tails[k]
 
-    def prepare(self, images: torch.Tensor) -> RetinaState:
-        """Block means of the images at every scale, once per batch: [B, C, H, W] → state."""
+    def prepare(self, images: torch.Tensor, reuse: bool = False) -> RetinaState:
+        """Block means of the images at every scale, once per batch: [B, C, H, W] → state.
+
+        `reuse`: rewrite the state (grids, index tables) of this thread's last call with the same
+        image shape instead of building a new one; that call's state must no longer be in use (a
+        model's forward pass, which holds it only while it runs, may say so). Keyed by thread,
+        so that threads sharing a model never share a state.
+        """
         with torch.no_grad():
-            B, C, H, W = images.shape
-            F_, s, g = self.factors[-1], self.s, self.g
-            grids = [(self._extent(k, H), self._extent(k, W)) for k in range(self.scales)]
-            largest = max(B * C * rows * cols for rows, cols in grids)
-            if largest >= MAX_CELLS:
-                raise UserError(
-                    f"the retina's block-mean grid for {B} images of {C}x{H}x{W} would hold {largest:,} "
-                    f"values, more than {MAX_CELLS - 1:,}; use a smaller --batch-size"
-                )
-            x = F.pad(images, (F_ - 1, F_, F_ - 1, F_))  # the cascade eats F − 1 cells
-            levels = []
-            for k, f in enumerate(self.factors):
-                if k > 0:
-                    # a block of side f = s blocks of side f/s shifted by f/s, first along x, then y
-                    prev = f // s
-                    h = x[..., :, : x.shape[-1] - (f - prev)]
-                    for j in range(1, s):
-                        h = h + x[..., :, j * prev : j * prev + h.shape[-1]]
-                    x = h[..., : h.shape[-2] - (f - prev), :]
-                    for j in range(1, s):
-                        x = x + h[..., j * prev : j * prev + x.shape[-2], :]
-                # x[..., i, j] is the block *sum* at position (i − (F − 1), j − (F − 1)), for i ≤ H,
-                # j ≤ W; scaled to a mean while it is placed on positions −m … −m + extent − 1
-                # (blocks further out are all zero)
-                (rows, cols), offset = grids[k], self.margins[k] - (F_ - 1)
-                levels.append(_embed(x[..., : H + F_, : W + F_], offset, rows, cols, 1.0 / (f * f)))
-            half = images.new_tensor([0.5 * W, 0.5 * H])
+            if exporting():  # graph capture does not follow writes into slices: pure functions
+                return self._state(images, self._levels(images, None))
+            key = (threading.get_ident(), images.device, images.dtype)
+            state = self._reusable.get(key) if reuse else None
+            if state is None or state.shape != tuple(images.shape):
+                if reuse:
+                    self._reusable.pop(key, None)  # free the old grids before allocating new ones
+                state = self._state(images, [images.new_zeros(shape) for shape in self._shapes(images)])
+                if reuse:
+                    while len(self._reusable) >= 4:  # a few threads at most
+                        self._reusable.pop(next(iter(self._reusable)))
+                    self._reusable[key] = state
+            self._levels(images, state.levels)
+        return state
 
-            def ints(values: list) -> torch.Tensor:
-                return torch.tensor(values, device=images.device, dtype=INDEX)
-
-            state = RetinaState(
-                levels=levels,
-                half=half,
-                origin=half[None, :] - self.shift.to(images.dtype)[:, None],
-                limit=ints([[cols - 1 - (g - 1) * f, rows - 1 - (g - 1) * f] for (rows, cols), f in zip(grids, self.factors)]),
-                image_stride=ints([C * rows * cols for rows, cols in grids]),
-                xy_strides=ints([[1, cols] for _, cols in grids]),
+    def _shapes(self, images: torch.Tensor) -> list[tuple[int, int, int, int]]:
+        B, C, H, W = images.shape
+        shapes = [(B, C, self._extent(k, H), self._extent(k, W)) for k in range(self.scales)]
+        largest = max(math.prod(shape) for shape in shapes)
+        if largest >= MAX_CELLS:
+            raise UserError(
+                f"the retina's block-mean grid for {B} images of {C}x{H}x{W} would hold {largest:,} "
+                f"values, more than {MAX_CELLS - 1:,}; use a smaller --batch-size"
             )
-            if not exporting():
-                for lv, f in zip(levels, self.factors):
-                    rows, cols = lv.shape[-2:]
-                    reach = (C - 1) * rows * cols + (g - 1) * f * (cols + 1)  # last cell of a window
-                    state.windows.append(lv.as_strided((lv.numel() - reach, C, g, g), (1, rows * cols, f * cols, f)))
+        return shapes
+
+    def _levels(self, images: torch.Tensor, grids: list[torch.Tensor] | None) -> list[torch.Tensor]:
+        """Every scale's block means: written into the interiors of `grids` (zero borders,
+        untouched), or, with `grids` None, as new zero-padded tensors (graph capture)."""
+        H, W = images.shape[-2:]
+        s = self.s
+        levels = [] if grids is None else grids
+        if grids is None:
+            self._shapes(images)  # the size check
+        for k, f in enumerate(self.factors):
+            # the non-zero cells of scale k: blocks at positions −(f − 1) … size − 1
+            m, lo, rows, cols = self.margins[k], f - 1, H + f - 1, W + f - 1
+            if k == 0:
+                inner = images
+                if grids is not None:
+                    grids[0][..., m : m + H, m : m + W].copy_(images)
+            else:
+                # the mean of s × s means of scale k − 1 at offsets j·p (p = f / s): along x, then y
+                prev, p = self.margins[k - 1], f // s
+                src = levels[k - 1][..., prev - lo : prev - lo + rows + (s - 1) * p, :]
+                h = _shifted_sum([src[..., prev - lo + j * p : prev - lo + j * p + cols] for j in range(s)])
+                out = None if grids is None else grids[k][..., m - lo : m - lo + rows, m - lo : m - lo + cols]
+                inner = _shifted_sum([h[..., j * p : j * p + rows, :] for j in range(s)], out=out)
+                inner = inner * (1.0 / (s * s)) if grids is None else inner.mul_(1.0 / (s * s))
+            if grids is None:
+                levels.append(F.pad(inner, (m - lo, self.tails[k], m - lo, self.tails[k])))
+        return levels
+
+    def _state(self, images: torch.Tensor, levels: list[torch.Tensor]) -> RetinaState:
+        """The state around `levels`: what depends only on the shapes (index tables, window views)."""
+        C, H, W = images.shape[1:]
+        g = self.g
+        half = images.new_tensor([0.5 * W, 0.5 * H])
+
+        def ints(values: list) -> torch.Tensor:
+            return torch.tensor(values, device=images.device, dtype=INDEX)
+
+        grids = [level.shape[-2:] for level in levels]
+        state = RetinaState(
+            levels=levels,
+            shape=tuple(images.shape),
+            half=half,
+            origin=half[None, :] - self.shift.to(images.dtype)[:, None],
+            limit=ints([[cols - 1 - (g - 1) * f, rows - 1 - (g - 1) * f] for (rows, cols), f in zip(grids, self.factors)]),
+            image_stride=ints([C * rows * cols for rows, cols in grids]),
+            xy_strides=ints([[1, cols] for _, cols in grids]),
+        )
+        if not exporting():
+            for level, f in zip(levels, self.factors):
+                rows, cols = level.shape[-2:]
+                reach = (C - 1) * rows * cols + (g - 1) * f * (cols + 1)  # last cell of a window
+                state.windows.append(level.as_strided((level.numel() - reach, C, g, g), (1, rows * cols, f * cols, f)))
         return state
 
     def glimpse(

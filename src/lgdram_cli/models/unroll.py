@@ -135,21 +135,25 @@ class GlimpseLoop(torch.autograd.Function):
         L[0] = loc0
         # rnn and lstm add both biases every step (the first step's W_hh·h is W_hh·0, skipped)
         bias = bih + bhh if plan.core != "gru" else bih
+        # transposed views made once, not once per glimpse (this loop is dispatch-bound at small sizes)
+        W1t, Wlt, W2t, Wqt, Wiht, Wloct = W1.t(), Wl.t(), W2.t(), Wq.t(), Wih.t(), Wloc.t()
+        into = {"rnn": H, "lstm": Z, "gru": None}[plan.core]
         for t in range(T):
             r = _segment(t, first, n)
+            Pt, Rt, Qt, Gt, At = P[r], R[r], Q[r], G[r], A[r]
             if t == 0 and first < n:  # one row per image; the replicas are copies
-                A[r] = loc0[::m]
-                plan.retina.glimpse(plan.sensed, A[r], 1, out=P[r])
+                At.copy_(loc0[::m])
+                plan.retina.glimpse(plan.sensed, At, 1, out=Pt)
             else:
-                A[r] = L[t]
-                plan.retina.glimpse(plan.sensed, L[t], plan.replicas, out=P[r])
-            torch.addmm(b1, P[r], W1.t(), out=R[r]).relu_()
-            torch.addmm(bl, A[r], Wl.t(), out=Q[r]).relu_()
-            torch.addmm(b2, R[r], W2.t(), out=G[r]).addmm_(Q[r], Wq.t()).relu_()
+                At.copy_(L[t])
+                plan.retina.glimpse(plan.sensed, At, plan.replicas, out=Pt)
+            torch.addmm(b1, Pt, W1t, out=Rt).relu_()
+            torch.addmm(bl, At, Wlt, out=Qt).relu_()
+            torch.addmm(b2, Rt, W2t, out=Gt).addmm_(Qt, Wqt).relu_()
             # input projection (+ bias), straight into the step's output buffer where the core
             # allows (rnn: H, lstm: the gates Z), to keep a step's memory traffic in cache
-            into = None if t == 0 and first < n else {"rnn": H, "lstm": Z, "gru": None}[plan.core]
-            x = torch.addmm(bias, G[r], Wih.t(), out=None if into is None else into[t])
+            direct = into is not None and not (t == 0 and first < n)
+            x = torch.addmm(bias, Gt, Wiht, out=into[t] if direct else None)
             if t == 0 and first < n:
                 state = [new(first, *b.shape[2:]) for b in (H, Z, C, K) if b is not None]
                 _core_step(plan.core, x, None, None, bhh, Whh, *state)
@@ -161,7 +165,7 @@ class GlimpseLoop(torch.autograd.Function):
                     bhh, Whh, H[t], *(() if Z is None else (Z[t], C[t])), *(() if K is None else (K[t],)),
                 )  # fmt: skip
             if t < T - 1:
-                torch.addmm(bloc, H[t], Wloc.t(), out=M[t]).tanh_()
+                torch.addmm(bloc, H[t], Wloct, out=M[t]).tanh_()
                 if noise is None:
                     L[t + 1] = M[t]
                 else:
@@ -241,8 +245,8 @@ class GlimpseLoop(torch.autograd.Function):
                 torch.mul(dxn, zr, out=dyn)
                 direct = dh * zz
             if t > 0:
-                d = outside(t - 1)
-                dh = torch.mm(dYt, Whh) if d is None else torch.addmm(d, dYt, Whh)
+                d = outside(t - 1)  # a slice of this function's own temporary: accumulate in place
+                dh = torch.mm(dYt, Whh) if d is None else d.addmm_(dYt, Whh)
                 if plan.core == "gru":
                     dh += direct
         if shared is not None:
