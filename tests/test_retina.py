@@ -56,16 +56,18 @@ def test_matches_reference(C, H, W, g, scales, s):
     torch.testing.assert_close(got, reference(images, loc, g, scales, s, replicas=4))
 
 
-def test_export_gather_equals_the_window_gather():
-    """While exporting, the retina gathers the same cells by explicit indices: bit for bit."""
+def test_the_export_path_equals_the_in_place_path(monkeypatch):
+    """While exporting, `prepare` builds the grids by padding (graph capture does not follow
+    writes into slices): the glimpses must be the same, bit for bit."""
+    import lgdram_cli.models.retina as retina_module
+
     torch.manual_seed(0)
     images = torch.rand(3, 2, 40, 90)
     loc = torch.cat([torch.rand(10, 2) * 2.4 - 1.2, torch.tensor([[-1.0, 1.0], [1.0, -1.0]])])
     retina = Retina(7, 3, 2)
-    state = retina.prepare(images)
-    windows = retina.glimpse(state, loc, replicas=4)
-    state.windows.clear()  # what `prepare` leaves out while exporting
-    assert torch.equal(retina.glimpse(state, loc, replicas=4), windows)
+    in_place = retina.glimpse(retina.prepare(images, reuse=True), loc, replicas=4)
+    monkeypatch.setattr(retina_module, "exporting", lambda: True)
+    assert torch.equal(retina.glimpse(retina.prepare(images), loc, replicas=4), in_place)
 
 
 def test_reused_state_equals_a_fresh_one():

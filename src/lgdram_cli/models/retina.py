@@ -8,13 +8,15 @@ per image batch — for every scale, the stride-1 s^k × s^k box mean of the zer
 for the B distinct images only (not the B·M Monte-Carlo replicas). Scale k is computed from
 scale k − 1 (a mean of s × s of its means, shifted by s^(k−1): two sums of shifted views), so
 each level costs about two passes over its grid. Each scale's grid is padded with zeros far
-enough that every patch is a whole g×g window of cells at stride s^k, so a glimpse is one
-`index_select` per scale of a window *view* (`as_strided`): the index is one number per row and
-scale, not one per pixel. The models ask `prepare` to reuse their grids from the last batch of
+enough that every patch is a whole g×g window of cells at stride s^k, and all grids lie one
+after another in one flat buffer, so a glimpse at every scale is one `index_select` from that
+buffer: index = the window's first cell (one number per row and scale) + a fixed table of cell
+offsets. A 1-D gather into a contiguous output is torch's fastest indexing path, and every
+exporter (ONNX, torch.export) understands it, so training, evaluation and export share it.
+The models ask `prepare` to reuse their grids from the last batch of
 the same shape (`reuse=True`): the zero borders are then written once, not every step, and
 only the interiors are rewritten. Nothing needs a gradient (locations are detached samples), so
-everything runs without autograd. While exporting (ONNX, torch.export) the same cells are
-gathered by explicit per-pixel indices, which every exporter understands.
+everything runs without autograd.
 
 Placement: with c = (x + 1)/2 · W the location in pixel units (grid_sample, align_corners=False),
 a patch of width P spans [c − P/2, c + P/2), its integer start is round(c − P/2) with ties
@@ -36,8 +38,8 @@ from torch import nn
 from lgdram_cli.errors import UserError
 
 _TIE = 1e-3  # px; see module docstring
-#: int32 gather indices: half the memory traffic of int64. Safe while every scale's grid has
-#: fewer than MAX_CELLS elements (checked before anything is allocated).
+#: int32 gather indices: half the memory traffic of int64. Safe while all scales' grids together
+#: hold fewer than MAX_CELLS values (checked before anything is allocated).
 INDEX = torch.int32
 MAX_CELLS = 2**31
 
@@ -47,13 +49,14 @@ class RetinaState:
     """Per-batch precomputation shared by all glimpses (and all Monte-Carlo replicas)."""
 
     levels: list[torch.Tensor]  # per scale: [B, C, rows_k, cols_k] block means on a zero-padded grid
+    flat: torch.Tensor  # the levels one after another, 1-D (the levels are views of it)
+    cells: torch.Tensor  # int32 [S, C·g·g]: where a window's cells lie in `flat`, from its first cell
     shape: tuple[int, ...]  # (B, C, H, W) of the images
     half: torch.Tensor  # [2]: (W/2, H/2), location units → pixels
     origin: torch.Tensor  # [S, 2]: first window cell (x, y), before flooring, at location (0, 0)
     limit: torch.Tensor  # int32 [S, 2]: largest valid first window cell (x, y)
     image_stride: torch.Tensor  # int32 [S]: elements per image in each level
     xy_strides: torch.Tensor  # int32 [S, 2]: elements per grid column (1), per grid row
-    windows: list[torch.Tensor] = field(default_factory=list)  # per scale: [positions, C, g, g] views
     _images: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
 
     def image_offsets(self, n: int, replicas: int) -> torch.Tensor:
@@ -125,13 +128,20 @@ class Retina(nn.Module):
         """
         with torch.no_grad():
             if exporting():  # graph capture does not follow writes into slices: pure functions
-                return self._state(images, self._levels(images, None))
+                levels = self._levels(images, None)
+                return self._state(images, levels, torch.cat([level.reshape(-1) for level in levels]))
             key = (threading.get_ident(), images.device, images.dtype)
             state = self._reusable.get(key) if reuse else None
             if state is None or state.shape != tuple(images.shape):
                 if reuse:
                     self._reusable.pop(key, None)  # free the old grids before allocating new ones
-                state = self._state(images, [images.new_zeros(shape) for shape in self._shapes(images)])
+                shapes = self._shapes(images)
+                flat = images.new_zeros(sum(math.prod(shape) for shape in shapes))
+                levels, start = [], 0
+                for shape in shapes:
+                    levels.append(flat[start : start + math.prod(shape)].view(shape))
+                    start += math.prod(shape)
+                state = self._state(images, levels, flat)
                 if reuse:
                     while len(self._reusable) >= 4:  # a few threads at most
                         self._reusable.pop(next(iter(self._reusable)))
@@ -142,10 +152,10 @@ class Retina(nn.Module):
     def _shapes(self, images: torch.Tensor) -> list[tuple[int, int, int, int]]:
         B, C, H, W = images.shape
         shapes = [(B, C, self._extent(k, H), self._extent(k, W)) for k in range(self.scales)]
-        largest = max(math.prod(shape) for shape in shapes)
-        if largest >= MAX_CELLS:
+        cells = sum(math.prod(shape) for shape in shapes)
+        if cells >= MAX_CELLS:
             raise UserError(
-                f"the retina's block-mean grid for {B} images of {C}x{H}x{W} would hold {largest:,} "
+                f"the retina's block-mean grids for {B} images of {C}x{H}x{W} would hold {cells:,} "
                 f"values, more than {MAX_CELLS - 1:,}; use a smaller --batch-size"
             )
         return shapes
@@ -177,8 +187,8 @@ class Retina(nn.Module):
                 levels.append(F.pad(inner, (m - lo, self.tails[k], m - lo, self.tails[k])))
         return levels
 
-    def _state(self, images: torch.Tensor, levels: list[torch.Tensor]) -> RetinaState:
-        """The state around `levels`: what depends only on the shapes (index tables, window views)."""
+    def _state(self, images: torch.Tensor, levels: list[torch.Tensor], flat: torch.Tensor) -> RetinaState:
+        """The state around `levels` (views of `flat`): what depends only on the shapes."""
         C, H, W = images.shape[1:]
         g = self.g
         half = images.new_tensor([0.5 * W, 0.5 * H])
@@ -187,8 +197,20 @@ class Retina(nn.Module):
             return torch.tensor(values, device=images.device, dtype=INDEX)
 
         grids = [level.shape[-2:] for level in levels]
-        state = RetinaState(
+        starts = [0]
+        for level in levels[:-1]:
+            starts.append(starts[-1] + level.numel())
+        # cell (channel c, row i, column j) of scale k's window: c·rows·cols + (i·cols + j)·f past its first
+        j = torch.arange(g, device=images.device, dtype=INDEX)
+        channel = torch.arange(C, device=images.device, dtype=INDEX)[:, None, None]
+        cells = torch.stack([
+            (start + channel * (rows * cols) + (j[:, None] * cols + j[None, :]) * f).reshape(-1)
+            for start, (rows, cols), f in zip(starts, grids, self.factors)
+        ])  # fmt: skip
+        return RetinaState(
             levels=levels,
+            flat=flat,
+            cells=cells,
             shape=tuple(images.shape),
             half=half,
             origin=half[None, :] - self.shift.to(images.dtype)[:, None],
@@ -196,12 +218,6 @@ class Retina(nn.Module):
             image_stride=ints([C * rows * cols for rows, cols in grids]),
             xy_strides=ints([[1, cols] for _, cols in grids]),
         )
-        if not exporting():
-            for level, f in zip(levels, self.factors):
-                rows, cols = level.shape[-2:]
-                reach = (C - 1) * rows * cols + (g - 1) * f * (cols + 1)  # last cell of a window
-                state.windows.append(level.as_strided((level.numel() - reach, C, g, g), (1, rows * cols, f * cols, f)))
-        return state
 
     def glimpse(
         self, state: RetinaState, loc: torch.Tensor, replicas: int = 1, out: torch.Tensor | None = None
@@ -216,25 +232,11 @@ class Retina(nn.Module):
             start = torch.addcmul(state.origin, loc.clamp(-1.0, 1.0)[:, None, :], state.half).to(INDEX)
             start = torch.minimum(start.clamp_(min=0), state.limit)
             first = state.image_offsets(N, replicas) + (start * state.xy_strides).sum(-1, dtype=INDEX)
-            if not state.windows:  # exporting: the same cells by explicit indices, no in-place writes
-                return torch.cat([self._gather(state, k, first[:, k]) for k in range(S)], dim=1)
+            index = (first[:, :, None] + state.cells).reshape(-1)  # [N·S·C·g·g], scale-major per row
             if out is None:
-                out = loc.new_empty(N, S * C, g, g)
-            per_scale = out.view(N, S, C, g, g)
-            for k in range(S):
-                torch.index_select(state.windows[k], 0, first[:, k], out=per_scale[:, k])
+                return torch.index_select(state.flat, 0, index).view(N, S * C, g, g)
+            torch.index_select(state.flat, 0, index, out=out.view(-1))
         return out.view(N, S * C, g, g)
-
-    def _gather(self, state: RetinaState, k: int, first: torch.Tensor) -> torch.Tensor:
-        """Scale k's windows starting at element `first` [N] of its level, by per-pixel indices."""
-        level, f, g = state.levels[k], self.factors[k], self.g
-        C, rows, cols = level.shape[1:]
-        j = torch.arange(g, device=first.device, dtype=INDEX) * f
-        cell = (j[:, None] * cols + j[None, :]) + (torch.arange(C, device=first.device, dtype=INDEX) * (rows * cols))[
-            :, None, None
-        ]  # [C, g, g]
-        index = first[:, None, None, None] + cell
-        return torch.index_select(level.reshape(-1), 0, index.reshape(-1)).view(-1, C, g, g)
 
     def forward(self, images: torch.Tensor, loc: torch.Tensor, replicas: int = 1) -> torch.Tensor:
         """One-shot convenience: `glimpse(prepare(images), loc, replicas)`."""

@@ -192,23 +192,22 @@ class GlimpseLoop(torch.autograd.Function):
             dWloc = _flat(dMp).t() @ _flat(H[:-1])
             dbloc = _flat(dMp).sum(0)
 
-        # dL/dh_t from the policy means, all steps in one product
-        from_means = None if dMp is None else (_flat(dMp) @ Wloc).view(T - 1, n, hid)
-
-        def outside(t: int) -> torch.Tensor | None:
-            """dL/dh_t from outside the recurrence: the classifier (last step) or the policy mean."""
-            if t == T - 1:
-                return d_last
-            return None if from_means is None else from_means[t]
-
         # the recurrence, last glimpse first, on all n rows: dX = dL/d(input projection), dY =
         # dL/d(hidden projection), in the glimpse-network row layout (a shared first step's
         # rows summed over the replicas: they are one computation)
-        width = Wih.shape[0]
-        dX = H.new_empty(first + (T - 1) * n, width)
-        dY = dX if plan.core != "gru" else torch.empty_like(dX)
+        width, rows = Wih.shape[0], first + (T - 1) * n
+        # dL/dh_{t−1} = dY_t·W_hh + dM_{t−1}·W_loc (the policy mean read h_{t−1}): one product per
+        # step, the policy-mean gradients riding along as two extra columns of dY (a K = 2
+        # product on its own runs at a few GFLOP/s)
+        extra = 0 if dMp is None else dMp.shape[-1]
+        dY_wide = H.new_empty(rows, width + extra)
+        dY = dY_wide[:, :width]
+        if extra:
+            dY_wide[first:, width:].view(T - 1, n, extra).copy_(dMp)
+        W_back = torch.cat([Whh, Wloc]) if extra else Whh
+        dX = dY if plan.core != "gru" else H.new_empty(rows, width)
         shared = H.new_empty(2 if plan.core == "gru" else 1, n, width) if first < n else None
-        dh, dc = outside(T - 1), None
+        dh, dc = d_last, None  # the classifier reads the last state
         if dh is None:
             dh = H.new_zeros(n, hid)
         for t in range(T - 1, -1, -1):
@@ -245,8 +244,7 @@ class GlimpseLoop(torch.autograd.Function):
                 torch.mul(dxn, zr, out=dyn)
                 direct = dh * zz
             if t > 0:
-                d = outside(t - 1)  # a slice of this function's own temporary: accumulate in place
-                dh = torch.mm(dYt, Whh) if d is None else d.addmm_(dYt, Whh)
+                dh = torch.mm(dY_wide[r], W_back)
                 if plan.core == "gru":
                     dh += direct
         if shared is not None:
