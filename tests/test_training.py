@@ -586,3 +586,21 @@ def test_file_feed_uses_only_the_files_annotated_samples(tmp_path):
     assert (everything.mask == marked).all()
     some = FileFeed(file, seed=0, annotations=0.1, batch_size=4)
     assert some.mask.sum() == 5 and not (some.mask & ~marked).any()
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 1e3])  # clipped, and within bounds (the multiply is skipped)
+def test_clip_gradients_equals_torch_clip_grad_norm(max_norm):
+    from lgdram_cli.training.loop import clip_gradients
+
+    torch.manual_seed(0)
+    ours, theirs = [torch.nn.Parameter(torch.randn(s)) for s in ((5, 3), (7,), (2, 2, 2))], []
+    for p in ours:
+        p.grad = torch.randn_like(p) * 3
+        theirs.append(torch.nn.Parameter(p.detach().clone()))
+        theirs[-1].grad = p.grad.clone()
+    unchanged = [p.grad.clone() for p in ours]
+    clip_gradients(ours, max_norm)
+    torch.nn.utils.clip_grad_norm_(theirs, max_norm)
+    for a, b, before in zip(ours, theirs, unchanged):
+        assert torch.equal(a.grad, b.grad)
+        assert torch.equal(a.grad, before) == (max_norm > 1)
