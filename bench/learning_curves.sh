@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The location-guidance experiment of README "Learning": RAM on cmnist-60 with location
-# annotations on 1 %, 100 % and 0 % of the training images, 3,000 steps each (about 5 min per
+# annotations on 1 %, 100 % and 0 % of the training images, 3,000 steps each (3–5 min per
 # run on one core of our 2-core CPU machines), evaluated on 1,000 held-out canvases, plus the
 # curve plot and the glimpse GIF shown in the README.
 #   bash bench/learning_curves.sh [OUT_DIR]
