@@ -11,8 +11,8 @@ over its grid. Each scale's grid is padded with zeros far enough that every patc
 g×g window of cells at stride s^k, and all grids lie one after another in one flat buffer, so
 a glimpse at every scale is one 1-D `index_select` from it: index = the window's first cell
 (one number per row and scale) + a fixed table of cell offsets. That gather, into a contiguous
-output, measured 15 % faster than a windowed gather per scale inside a training step, and
-every exporter (ONNX, torch.export) understands it, so training, evaluation and export share
+output, measured 15 % faster than one `as_strided` window gather per scale with the grids out of
+cache (as they are inside a training step), and every exporter (ONNX, torch.export) understands it, so training, evaluation and export share
 it. The models ask `prepare` to reuse the last state of the same batch shape (`reuse=True`):
 zero borders and index tables are then made once, not every step, and only the interiors are
 rewritten. Nothing needs a gradient (locations are detached samples), so everything runs
@@ -136,11 +136,9 @@ class Retina(nn.Module):
                 if reuse:
                     self._reusable.pop(key, None)  # free the old grids before allocating new ones
                 shapes = self._shapes(images)
-                flat = images.new_zeros(sum(math.prod(shape) for shape in shapes))
-                levels, start = [], 0
-                for shape in shapes:
-                    levels.append(flat[start : start + math.prod(shape)].view(shape))
-                    start += math.prod(shape)
+                sizes = [math.prod(shape) for shape in shapes]
+                flat = images.new_zeros(sum(sizes))
+                levels = [part.view(shape) for part, shape in zip(flat.split(sizes), shapes)]
                 state = self._state(images, levels, flat)
                 if reuse:
                     while len(self._reusable) >= 4:  # a few threads at most
@@ -171,10 +169,8 @@ class Retina(nn.Module):
         for k, f in enumerate(self.factors):
             # the non-zero cells of scale k: blocks at positions −(f − 1) … size − 1
             m, lo, rows, cols = self.margins[k], f - 1, H + f - 1, W + f - 1
-            if k == 0:
-                inner = images
-                if grids is not None:
-                    grids[0][..., m : m + H, m : m + W].copy_(images)
+            if k == 0:  # the images themselves
+                inner = images if grids is None else grids[0][..., m : m + H, m : m + W].copy_(images)
             else:
                 # the mean of s × s means of scale k − 1 at offsets j·p (p = f / s): along x, then y
                 prev, p = self.margins[k - 1], f // s
