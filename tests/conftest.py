@@ -15,7 +15,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Every test: a private cache, no $LGDRAM_DATA, and MNIST/Fashion mirrors that refuse.
+    """Every test: a private cache, no $LGDRAM_DATA, the CPU, and MNIST/Fashion mirrors that refuse.
 
     So nothing reads or writes the user's cache and nothing reaches the internet: `mnist`
     falls back to the bundled `mnist-mini` unless a test serves files itself.
@@ -26,6 +26,9 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.delenv("LGDRAM_DISABLE_PLUGINS", raising=False)
     monkeypatch.delenv("LGDRAM_DEBUG", raising=False)
     monkeypatch.delenv("LGDRAM_THREADS", raising=False)
+    # The suite checks the CPU contracts (bitwise resume, seeds) even where a GPU is present;
+    # tests/test_cuda.py asks for the GPU explicitly.
+    monkeypatch.setenv("LGDRAM_DEVICE", "cpu")
     monkeypatch.setenv("LGDRAM_MNIST_MIRRORS", dead_url())
     monkeypatch.setenv("LGDRAM_FASHION_MIRRORS", dead_url())
     sources._load_cached.cache_clear()

@@ -135,7 +135,7 @@ def offline_env(cache: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LGDRAM_")}
     env.update(
         XDG_CACHE_HOME=str(cache), LGDRAM_MNIST_MIRRORS=dead_url(), LGDRAM_FASHION_MIRRORS=dead_url(),
-        LGDRAM_THREADS="1", OMP_NUM_THREADS="1",
+        LGDRAM_THREADS="1", OMP_NUM_THREADS="1", LGDRAM_DEVICE="cpu",
     )
     return env
 

@@ -102,11 +102,22 @@ def test_eval_is_deterministic(tiny_run, capsys):
         (("--dataset", "mcmnist-100"), "100x100"),  # the model takes 60×60 canvases
         (("--dataset", "nosuchset"), "nosuchset"),
         (("--device", "tpu"), "--device"),
+        (("--device", "mps"), "cpu or cuda"),
     ],
 )
 def test_eval_bad_options(tiny_run, capsys, args, needle):
     code, _, err = eval_main(capsys, str(tiny_run), *args)
     assert_one_line_error(code, err, needle)
+
+
+@pytest.mark.parametrize("value", ["tpu", "cuda:7"])
+def test_lgdram_device_from_the_environment(tiny_run, capsys, monkeypatch, value):
+    """$LGDRAM_DEVICE stands in for --device (the suite itself sets it to 'cpu')."""
+    monkeypatch.setenv("LGDRAM_DEVICE", value)
+    code, _, err = eval_main(capsys, str(tiny_run))
+    assert_one_line_error(code, err, f"--device {value}")
+    code, _, err = eval_main(capsys, str(tiny_run), "--device", "cpu", "--n", "5")  # the option wins
+    assert code == 0, err
 
 
 def test_eval_file_that_does_not_fit_the_model(tiny_run, tmp_path, capsys):

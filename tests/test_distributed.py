@@ -15,11 +15,14 @@ from pathlib import Path
 import pytest
 
 from helpers import (
+    assert_same_tensors,
     checkpoint_metadata,
+    checkpoint_tensors,
     leftovers,
     read_jsonl,
     run_main,
     tiny_train_args,
+    train_cli,
 )
 from lgdram_cli.training import checkpoint as ckpt
 
@@ -120,3 +123,18 @@ def test_ddp_only_rank0_reports_the_result(ddp_resumed):
         saved = [line for line in result.stderr.splitlines() if line.startswith("saved ")]
         assert len(saved) == 1, saved
         assert "nan" not in saved[0]
+
+
+def test_one_process_under_torchrun_joins_the_group_and_matches_a_plain_run(tmp_path):
+    """`--nproc-per-node 1` runs the N-process path (process group, DDP) and, averaging over a
+    world of one, ends with exactly the weights of the same run without torchrun."""
+    if not TORCHRUN.is_file():
+        pytest.skip("torchrun not installed beside the interpreter")
+    ddp, plain = tmp_path / "ddp" / "run.safetensors", tmp_path / "plain" / "run.safetensors"
+    ddp.parent.mkdir()
+    plain.parent.mkdir()
+    result = torchrun(*tiny_train_args(ddp, steps=3, eval_every=3), nproc=1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "distributed: 1 process(es), backend gloo" in result.stderr
+    train_cli(plain, steps=3, eval_every=3)
+    assert_same_tensors(checkpoint_tensors(ddp), checkpoint_tensors(plain))

@@ -599,8 +599,55 @@ def test_clip_gradients_equals_torch_clip_grad_norm(max_norm):
         theirs.append(torch.nn.Parameter(p.detach().clone()))
         theirs[-1].grad = p.grad.clone()
     unchanged = [p.grad.clone() for p in ours]
-    clip_gradients(ours, max_norm)
-    torch.nn.utils.clip_grad_norm_(theirs, max_norm)
+    norm = clip_gradients(ours, max_norm)
+    assert torch.equal(norm, torch.nn.utils.clip_grad_norm_(theirs, max_norm))  # the norm before clipping
     for a, b, before in zip(ours, theirs, unchanged):
         assert torch.equal(a.grad, b.grad)
         assert torch.equal(a.grad, before) == (max_norm > 1)
+
+
+def _tiny_setup(**sets: str):
+    from lgdram_cli.cli.train_cmd import train_spec
+    from lgdram_cli.training.feed import OnTheFlyFeed
+    from lgdram_cli.training.loop import build, make_optimizer
+
+    spec = train_spec(dataset="cmnist-60", model="ram", batch_size=4, mc=2, annotations="50%",
+                      sets=["dataset.digits=mnist-mini", "model.hidden=32", "model.glimpse_hidden=16"])
+    torch.manual_seed(0)
+    setup = build(spec)
+    batch = OnTheFlyFeed(setup.generator, 0, 0.5, 4, 1).batch(0, 0, torch.device("cpu"))
+    return setup, make_optimizer(setup.model, 1e-3), batch
+
+
+def test_train_step_metrics_are_the_loss_terms_read_once():
+    """The step's metrics (read together, one synchronisation on a GPU) are the values each
+    term computes, as plain floats; they include the gradient norm before clipping."""
+    from lgdram_cli.losses import LossBatch
+    from lgdram_cli.training.loop import train_step
+
+    setup, optimizer, batch = _tiny_setup()
+    torch.manual_seed(1)
+    out = setup.model(batch.images, replicas=2)
+    target = LossBatch(labels=batch.labels.repeat_interleave(2), centers=batch.centers.repeat_interleave(2, 0),
+                       annotated=batch.annotated.repeat_interleave(2), replicas=2,
+                       boxes=batch.boxes.repeat_interleave(2, 0), size=(60, 60))
+    total, expected = setup.loss(out, target, 0)
+    torch.manual_seed(1)
+    terms = train_step(setup.model, setup.loss, optimizer, batch, 0, 2, 5.0)
+    assert all(type(v) is float for v in terms.values())
+    assert {k: terms[k] for k in expected} == expected
+    assert terms["loss/total"] == total.item()
+    assert {"reinforce/reward", "location/error", "classification/ce", "grad_norm", "train_accuracy"} <= set(terms)
+    assert terms["grad_norm"] > 0
+
+
+def test_a_non_finite_gradient_stops_the_step_before_the_update():
+    """A finite loss whose gradient is not (an overflow in backward) must not reach the weights."""
+    from lgdram_cli.training.loop import train_step
+
+    setup, optimizer, batch = _tiny_setup()
+    before = {k: v.clone() for k, v in setup.model.state_dict().items()}
+    setup.model.classifier.bias.register_hook(lambda g: g * float("inf"))
+    with pytest.raises(FloatingPointError, match="gradient norm is"):
+        train_step(setup.model, setup.loss, optimizer, batch, 0, 2, 5.0)
+    assert all(torch.equal(v, setup.model.state_dict()[k]) for k, v in before.items())

@@ -47,7 +47,21 @@ class LossBatch:
 @dataclass
 class LossTerm:
     value: torch.Tensor  # scalar, weight (and schedule) already applied
-    metrics: dict[str, float] = field(default_factory=dict)
+    #: numbers to log; give scalar tensors rather than calling `.item()`: the trainer reads all
+    #: of a step's metrics at once, one host–device synchronisation per step on a GPU
+    metrics: dict[str, float | torch.Tensor] = field(default_factory=dict)
+
+
+def read_metrics(metrics: Mapping[str, float | torch.Tensor]) -> dict[str, float]:
+    """Plain floats for every metric; the tensors among them are copied to the host together."""
+    names = [k for k, v in metrics.items() if torch.is_tensor(v)]
+    floats = {k: float(v) for k, v in metrics.items() if not torch.is_tensor(v)}
+    if names:
+        first = metrics[names[0]]
+        assert isinstance(first, torch.Tensor)
+        stacked = torch.stack([metrics[k].detach().reshape(()).to(first.device, torch.float64) for k in names])  # type: ignore[union-attr]
+        floats.update(zip(names, stacked.tolist()))
+    return {k: floats[k] for k in metrics}
 
 
 # --- the arithmetic -----------------------------------------------------------------------
@@ -147,7 +161,7 @@ class ClassificationLoss(Loss):
     def __call__(self, out: ModelOutput, batch: LossBatch, step: int) -> LossTerm:
         ce = F.cross_entropy(out.logits, batch.labels)
         accuracy = correct(out.logits, batch.labels).mean()
-        return LossTerm(self.config.weight * ce, {"ce": ce.item(), "accuracy": accuracy.item()})
+        return LossTerm(self.config.weight * ce, {"ce": ce.detach(), "accuracy": accuracy})
 
 
 class ReinforceConfig(LossConfig):
@@ -170,7 +184,7 @@ class ReinforceLoss(Loss):
         pol = policy_loss(out.log_probs, advantage)
         mse = baseline_loss(out.baselines, reward)
         value = self.config.weight * (pol + self.config.baseline_weight * mse)
-        return LossTerm(value, {"reward": reward.mean().item(), "policy": pol.item(), "baseline_mse": mse.item()})
+        return LossTerm(value, {"reward": reward.mean(), "policy": pol.detach(), "baseline_mse": mse.detach()})
 
 
 class LocationConfig(LossConfig):
@@ -209,7 +223,7 @@ class LocationLoss(Loss):
         gamma = self.gamma(step)
         err = location_error(out.means, batch.centers.to(out.means.dtype), batch.annotated)
         # "error" is 0.0 when no row is annotated (see "annotated", the fraction that is)
-        metrics = {"gamma": gamma, "error": err.item(), "annotated": batch.annotated.float().mean().item()}
+        metrics = {"gamma": gamma, "error": err.detach(), "annotated": batch.annotated.float().mean()}
         return LossTerm(self.config.weight * gamma * err, metrics)
 
 
@@ -229,7 +243,7 @@ class RLOOLoss(Loss):
         reward = correct(out.logits, batch.labels)
         advantage = (reward - leave_one_out(reward, m))[:, None]
         pol = policy_loss(out.log_probs, advantage)
-        return LossTerm(self.config.weight * pol, {"reward": reward.mean().item(), "policy": pol.item()})
+        return LossTerm(self.config.weight * pol, {"reward": reward.mean(), "policy": pol.detach()})
 
 
 #: The built-in terms by registry name (the same table pyproject's entry points declare).
@@ -261,13 +275,20 @@ class HybridLoss:
 
     def __call__(self, out: ModelOutput, batch: LossBatch, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """(total loss, metrics): `loss/<name>` per term, `<name>/<metric>`, and `loss/total`."""
+        total, metrics = self.unread(out, batch, step)
+        return total, read_metrics(metrics)
+
+    def unread(
+        self, out: ModelOutput, batch: LossBatch, step: int
+    ) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
+        """As `__call__`, with the metrics not yet read from the device (see `read_metrics`)."""
         total: torch.Tensor | None = None
-        metrics: dict[str, float] = {}
+        metrics: dict[str, float | torch.Tensor] = {}
         for name, term in self.terms.items():
             result = term(out, batch, step)
             total = result.value if total is None else total + result.value
-            metrics[f"loss/{name}"] = result.value.item()
+            metrics[f"loss/{name}"] = result.value.detach()
             metrics.update({f"{name}/{k}": v for k, v in result.metrics.items()})
         assert total is not None
-        metrics["loss/total"] = total.item()
+        metrics["loss/total"] = total.detach()
         return total, metrics

@@ -263,7 +263,7 @@ def _fake_output(N: int, T: int, classes: int) -> ModelOutput:
 
 
 def check_loss(target: str | type, config: dict[str, Any] | None = None) -> list[str]:
-    """Contract, a finite scalar with gradients, float metrics, no NaN without annotations."""
+    """Contract, a finite scalar with gradients, numeric metrics, no NaN without annotations."""
     cls, name, what = _resolve(target, LOSSES, Loss)
     c = _Checker(what)
     _contract(c, cls, Loss)
@@ -281,7 +281,11 @@ def check_loss(target: str | type, config: dict[str, Any] | None = None) -> list
         label = "with" if annotated else "without"
         c.check(f"scalar value ({label} annotations)", result.value.dim() == 0, f"shape {tuple(result.value.shape)}")
         c.check(f"finite value ({label} annotations)", bool(torch.isfinite(result.value)), f"{float(result.value.detach())}")
-        c.check("metrics are floats", all(isinstance(v, float) for v in result.metrics.values()), f"{result.metrics}")
+        numbers = all(
+            isinstance(v, (int, float)) or (torch.is_tensor(v) and v.numel() == 1 and not v.requires_grad)
+            for v in result.metrics.values()
+        )
+        c.check("metrics are numbers (floats or detached scalar tensors)", numbers, f"{result.metrics}")
         if result.value.requires_grad:
             result.value.backward()
             grads = [t.grad for t in (out.logits, out.means, out.log_probs, out.baselines) if t.grad is not None]

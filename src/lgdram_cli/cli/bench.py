@@ -21,7 +21,7 @@ def bench_gen(
     repeats: Annotated[int, typer.Option(help="Timed repeats (best is reported).")] = 3,
     sets: Sets = None,
     split: Annotated[str, typer.Option(help="Digit split.")] = "train",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda[:N] \\[default: $LGDRAM_DEVICE, else cpu].")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -36,7 +36,7 @@ def bench_gen(
     threads_used = set_threads(threads)
     spec = build_spec(dataset, None, sets, n=n, split=split)
     generator = make_generator(spec.dataset)
-    dev = resolve_device(device)
+    dev = resolve_device(device, "cpu")
     generator.generate(min(n, 512), split, 0, dev)  # warm-up: loads digits, first allocations
     best = float("inf")
     for r in range(repeats):
@@ -77,7 +77,7 @@ def bench_train(
     mc: Annotated[int, typer.Option("--mc", help="Monte-Carlo replicas per image.")] = 10,
     steps: Annotated[int, typer.Option(help="Timed steps.")] = 50,
     warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 10,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda[:N] \\[default: $LGDRAM_DEVICE, else cpu].")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -91,7 +91,7 @@ def bench_train(
     from lgdram_cli.cli.train_cmd import train_spec
 
     spec = train_spec(dataset=dataset, model=model, sets=sets, batch_size=batch_size, mc=mc, annotations="100%")
-    result = time_train_step(spec, resolve_device(device), steps=steps, warmup=warmup)
+    result = time_train_step(spec, resolve_device(device, "cpu"), steps=steps, warmup=warmup)
     result["threads"] = threads_used
     if as_json:
         out.print_json(json.dumps(result))

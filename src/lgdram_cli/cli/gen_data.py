@@ -50,7 +50,7 @@ def gen_data(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Spec file (TOML/JSON/YAML).")] = None,
     sets: Sets = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda[:N] \\[default: $LGDRAM_DEVICE, else cpu].")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
     preview: Annotated[bool, typer.Option("--preview", help="Also write a PNG sheet of the first 16 canvases next to --out.")] = False,
 ) -> None:
@@ -68,7 +68,7 @@ def gen_data(
     with progress() as bar:
         task = bar.add_task(f"gen-data {out.name}", total=spec.n)
         resolved = generate_file(
-            spec, out, force=force, device=resolve_device(device), on_progress=lambda k: bar.advance(task, k)
+            spec, out, force=force, device=resolve_device(device, "cpu"), on_progress=lambda k: bar.advance(task, k)
         )
     ds = resolved["dataset"]
     if preview:

@@ -76,7 +76,7 @@ def train(
     eval_n: Annotated[Optional[int], typer.Option(help="Held-out canvases per evaluation \\[default: 1000].")] = None,
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Run spec file (TOML/JSON/YAML).")] = None,
     sets: SetOpt = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda[:N] \\[default: $LGDRAM_DEVICE, else auto].")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads \\[default: 1, see README].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing checkpoint.")] = False,
@@ -129,7 +129,7 @@ def evaluate_cmd(
     seed: Annotated[Optional[int], typer.Option(help="Seed of generated test canvases \\[default: the run's eval_seed].")] = None,
     mc: Annotated[int, typer.Option("--mc", help="Average K sampled trajectories (0: deterministic policy).")] = 0,
     sets: SetOpt = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda[:N] \\[default: $LGDRAM_DEVICE, else auto].")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:

@@ -142,7 +142,16 @@ def compose(
     images = out if out is not None else torch.empty((n, C, H, W), dtype=torch.uint8, device=device)
     images.view(-1).copy_(canvas.clamp_(max=255))
     box = boxes[target] + torch.stack([ox, oy, ox, oy], dim=1).float()
-    centers = torch.stack(
-        [(box[:, 0] + box[:, 2]) / W - 1.0, (box[:, 1] + box[:, 3]) / H - 1.0], dim=1
-    )
+    # centre = (x_min + x_max) / W − 1, read from a table of every possible value
+    twice = (box[:, 0::2].sum(1).long(), box[:, 1::2].sum(1).long())
+    centers = torch.stack([centre_table(W, device)[twice[0]], centre_table(H, device)[twice[1]]], dim=1)
     return CanvasBatch(images, labels[target], centers, box, count.to(torch.int16))
+
+
+def centre_table(side: int, device: torch.device) -> torch.Tensor:
+    """k / side − 1 for k = 0 … 2·side (float32), computed on the CPU.
+
+    Why a table: a GPU divides a tensor by a scalar through the scalar's reciprocal, which
+    rounds differently in the last bit, and the canvases' centres must be bit-identical on
+    every device. The CPU formula is the one centres were always computed with."""
+    return (torch.arange(2 * side + 1, dtype=torch.float32) / side - 1.0).to(device)

@@ -209,7 +209,7 @@ class Retina(nn.Module):
             cells=cells,
             shape=tuple(images.shape),
             half=half,
-            origin=half[None, :] - self.shift.to(images.dtype)[:, None],
+            origin=half[None, :] - self.shift.to(images.device, images.dtype)[:, None],
             limit=ints([[cols - 1 - (g - 1) * f, rows - 1 - (g - 1) * f] for (rows, cols), f in zip(grids, self.factors)]),
             image_stride=ints([C * rows * cols for rows, cols in grids]),
             xy_strides=ints([[1, cols] for _, cols in grids]),

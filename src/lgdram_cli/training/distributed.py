@@ -13,16 +13,17 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from lgdram_cli.errors import UserError
+
 
 @dataclass(frozen=True)
 class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.size > 1
+    #: In a process group (launched by torchrun), even one of a single process: so that
+    #: `--nproc-per-node 1` runs the very code path of N processes (DDP, NCCL on one GPU).
+    enabled: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -31,16 +32,30 @@ class World:
 
 def setup(device: torch.device) -> tuple[World, torch.device]:
     """Join the process group when launched by torchrun; return the world and this process's device."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
+    if "WORLD_SIZE" not in os.environ or "MASTER_ADDR" not in os.environ:  # a plain process
         return World(), device
-    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+    world = World(
+        int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")),
+        enabled=True,
+    )
     if device.type == "cuda":
+        # every process checks (not only the one without a GPU), so all stop with the same line
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world.local_rank + 1))
+        if local > torch.cuda.device_count():
+            raise UserError(
+                f"torchrun started {local} processes on this machine but it has {torch.cuda.device_count()} "
+                f"CUDA device(s), one per process; use --nproc-per-node {torch.cuda.device_count()} or --device cpu"
+            )
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return world, device
+
+
+def backend() -> str:
+    """The process group's backend ('nccl', 'gloo'), for the start-up log."""
+    return str(dist.get_backend())
 
 
 def teardown(world: World) -> None:

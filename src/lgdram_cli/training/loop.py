@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from lgdram_cli.data.h5io import CanvasFile
 from lgdram_cli.data.presets import make_generator
 from lgdram_cli.errors import RunFailure, UserError
 from lgdram_cli.interrupts import StopFlag
-from lgdram_cli.losses import HybridLoss, LossBatch
+from lgdram_cli.losses import HybridLoss, LossBatch, read_metrics
 from lgdram_cli.models.base import Model, ModelOutput
 from lgdram_cli.registry import MODELS
 from lgdram_cli.specs import validate
@@ -133,7 +134,9 @@ def train_step(
 ) -> dict[str, float]:
     """One update: forward with sampled glimpses, hybrid loss, backward, clip, Adam step.
 
-    Raises FloatingPointError (before touching the weights) when the loss is not finite.
+    Raises FloatingPointError (before touching the weights) when the loss or the gradient is
+    not finite. The step's metrics are read from the device once, after the backward pass has
+    been queued: on a GPU a read is a synchronisation, and one per metric stalled the queue.
     """
     output = net(batch.images, replicas=replicas)
     target = LossBatch(
@@ -144,25 +147,30 @@ def train_step(
         boxes=batch.boxes.repeat_interleave(replicas, dim=0),
         size=(batch.images.shape[-2], batch.images.shape[-1]),
     )
-    total, terms = loss(output, target, step)
-    if not torch.isfinite(total):
-        raise FloatingPointError(f"the loss is {total.item()}")
+    total, unread = loss.unread(output, target, step)
     optimizer.zero_grad(set_to_none=True)
     total.backward()
-    clip_gradients(list(net.parameters()), clip)
+    unread["grad_norm"] = clip_gradients(list(net.parameters()), clip)
+    unread["train_accuracy"] = (output.logits.detach().argmax(-1) == target.labels).float().mean()
+    terms = read_metrics(unread)
+    # under DDP every process sees the same (averaged) gradient, so all stop together
+    for name in ("loss/total", "grad_norm"):
+        if not math.isfinite(terms[name]):
+            raise FloatingPointError(f"the {'loss' if name == 'loss/total' else 'gradient norm'} is {terms[name]}")
     optimizer.step()
-    terms["train_accuracy"] = float((output.logits.detach().argmax(-1) == target.labels).float().mean())
     return terms
 
 
-def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> None:
-    """Global-norm clipping, as `torch.nn.utils.clip_grad_norm_`. On the CPU the multiply by a
-    coefficient of exactly 1.0 (the norm within bounds, most steps) is skipped: bitwise the same
-    gradients, one pass over all of them less. On a GPU that check would cost a synchronisation."""
+def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Global-norm clipping, as `torch.nn.utils.clip_grad_norm_`; returns the norm before clipping.
+    On the CPU the multiply by a coefficient of exactly 1.0 (the norm within bounds, most steps)
+    is skipped: bitwise the same gradients, one pass over all of them less. On a GPU that check
+    would cost a synchronisation."""
     total = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
     if total.device.type == "cpu" and float(max_norm / (total + 1e-6)) >= 1.0:
-        return
+        return total
     torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    return total
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -173,6 +181,14 @@ def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
 def learning_rate(spec: TrainSpec, step: int) -> float:
     o = spec.optim
     return max(o.lr_min, o.lr * o.lr_decay ** (step // o.decay_every))
+
+
+def describe_device(device: torch.device) -> str:
+    """'cuda:0 (NVIDIA H100 80GB HBM3)' or 'cpu, 1 thread(s)': what the start-up log names."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return f"{device}, {torch.get_num_threads()} thread(s)"
 
 
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
@@ -270,6 +286,10 @@ def _train(
     resolved = setup.resolved()
     if world.is_main:
         log("spec: " + json.dumps(resolved, sort_keys=True))
+        where = f"device: {describe_device(device)}"
+        if world.enabled:
+            where += f"; distributed: {world.size} process(es), backend {distributed.backend()}"
+        log(where)
     net = distributed.wrap(model, world, device)
     metrics_log = MetricsLog(ckpt.metrics_path(out), start if resume else None, world.is_main)
     last_eval: dict[str, Any] = {}
