@@ -57,6 +57,32 @@ def step(batch: int, device: torch.device, fused: bool, steps: int) -> dict[str,
         RAM.fused = True
 
 
+def kernels_per_step(batch: int, device: torch.device) -> int | None:
+    """CUDA kernels one training step launches (torch.profiler): at small batches a step costs
+    about this many launch latencies, whatever the batch."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from lgdram_cli.training.feed import OnTheFlyFeed
+    from lgdram_cli.training.loop import build, make_optimizer, train_step
+
+    spec = train_spec(dataset="cmnist-60", model="ram", sets=["dataset.digits=mnist-mini"],
+                      batch_size=batch, mc=10, annotations="100%")
+    setup = build(spec)
+    model = setup.model.to(device)
+    optimizer = make_optimizer(model, 1e-3)
+    batch_ = OnTheFlyFeed(setup.generator, 0, 1.0, batch, 1).batch(0, 0, device)
+    for s in range(3):
+        train_step(model, setup.loss, optimizer, batch_, s, 10, 5.0)
+    try:
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            train_step(model, setup.loss, optimizer, batch_, 3, 10, 5.0)
+            sync(device)
+    except Exception as exc:  # the profiler needs CUPTI; a bench must not die of its absence
+        print(f"(no kernel count: {exc})")
+        return None
+    return sum(1 for e in prof.events() if e.device_type.name == "CUDA")
+
+
 def canvases_per_s(device: torch.device, n: int) -> float:
     generator = make_generator({**resolve_dataset("mcmnist-100"), "digits": "mnist-mini"})
     generator.generate(512, "train", 0, device)
@@ -76,23 +102,28 @@ def main() -> None:
     ap.add_argument("--json-out")
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of this script on a machine without a GPU")
     ap.add_argument("--batches", type=int, nargs="+", default=BATCHES)
+    ap.add_argument("--quick", action="store_true", help="fused steps and generation only (for A/B runs)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     gpu, cpu = torch.device(args.device), torch.device("cpu")
     report: dict[str, Any] = {
         "card": torch.cuda.get_device_name(0) if gpu.type == "cuda" else "cpu", "torch": torch.__version__,
-        "matmul_tflops_fp32": matmul_tflops(gpu, tf32=False), "matmul_tflops_tf32": matmul_tflops(gpu, tf32=True),
+        "matmul_tflops_fp32": 0.0 if args.quick else matmul_tflops(gpu, tf32=False),
+        "matmul_tflops_tf32": 0.0 if args.quick else matmul_tflops(gpu, tf32=True),
         "train": [],
     }
-    rows = [("cpu (1 thread)", 32, step(32, cpu, True, args.steps))]
+    rows = [] if args.quick else [("cpu (1 thread)", 32, step(32, cpu, True, args.steps))]
     for batch in args.batches:
-        for fused in (True, False):
+        for fused in (True,) if args.quick else (True, False):
             rows.append((f"{gpu.type} {'fused' if fused else 'autograd'}", batch, step(batch, gpu, fused, args.steps)))
     for where, batch, r in rows:
         report["train"].append({"where": where, "batch": batch, "mc": 10, "ms_per_step": r["ms_per_step"],
                                 "images_per_s": r["images_per_s"], "gflops": r["gflops"]})
+    if gpu.type == "cuda" and not args.quick:
+        report["kernels_per_step_b32_m10"] = kernels_per_step(32, gpu)
     report["gen_canvases_per_s"] = {
-        "cuda": canvases_per_s(gpu, 65536 if gpu.type == "cuda" else 2048), "cpu_1_thread": canvases_per_s(cpu, 8192),
+        "cuda": canvases_per_s(gpu, 16384 if args.quick or gpu.type != "cuda" else 65536),
+        "cpu_1_thread": 0.0 if args.quick else canvases_per_s(cpu, 8192),
     }
     if args.json_out:
         with open(args.json_out, "w") as f:
@@ -102,6 +133,10 @@ def main() -> None:
     print(f"{'where':<16} {'batch×M':>9} {'ms/step':>9} {'images/s':>10} {'GFLOP/s':>9}")
     for r in report["train"]:
         print(f"{r['where']:<16} {str(r['batch']) + '×10':>9} {r['ms_per_step']:>9.2f} {r['images_per_s']:>10,.0f} {r['gflops']:>9.1f}")
+    if report.get("kernels_per_step_b32_m10"):
+        k = report["kernels_per_step_b32_m10"]
+        fused = next(r for r in report["train"] if r["batch"] == 32 and "fused" in r["where"])
+        print(f"kernels per step (32×10): {k}; {1000 * fused['ms_per_step'] / k:.1f} µs of step per kernel")
     g = report["gen_canvases_per_s"]
     print(f"mcmnist-100 generation: {g['cuda']:,.0f} canvases/s on the GPU, {g['cpu_1_thread']:,.0f} on one CPU thread")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ from helpers import SHARED_DATA, TINY_MODEL, dead_url, offline_env, train_cli
 from lgdram_cli.data import sources
 
 torch.set_num_threads(1)
+# The suite checks the CPU contracts (bitwise resume, seeds) even where a GPU is present, in
+# module- and session-scoped fixtures too; tests/test_cuda.py asks for the GPU explicitly.
+os.environ["LGDRAM_DEVICE"] = "cpu"
 
 
 @pytest.fixture(autouse=True)
@@ -26,9 +30,6 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.delenv("LGDRAM_DISABLE_PLUGINS", raising=False)
     monkeypatch.delenv("LGDRAM_DEBUG", raising=False)
     monkeypatch.delenv("LGDRAM_THREADS", raising=False)
-    # The suite checks the CPU contracts (bitwise resume, seeds) even where a GPU is present;
-    # tests/test_cuda.py asks for the GPU explicitly.
-    monkeypatch.setenv("LGDRAM_DEVICE", "cpu")
     monkeypatch.setenv("LGDRAM_MNIST_MIRRORS", dead_url())
     monkeypatch.setenv("LGDRAM_FASHION_MIRRORS", dead_url())
     sources._load_cached.cache_clear()

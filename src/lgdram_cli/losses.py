@@ -57,9 +57,9 @@ def read_metrics(metrics: Mapping[str, float | torch.Tensor]) -> dict[str, float
     names = [k for k, v in metrics.items() if torch.is_tensor(v)]
     floats = {k: float(v) for k, v in metrics.items() if not torch.is_tensor(v)}
     if names:
-        first = metrics[names[0]]
-        assert isinstance(first, torch.Tensor)
-        stacked = torch.stack([metrics[k].detach().reshape(()).to(first.device, torch.float64) for k in names])  # type: ignore[union-attr]
+        device = metrics[names[0]].device  # type: ignore[union-attr]
+        # one stack (dtypes promote) and one copy to the host; .to is a no-op on the same device
+        stacked = torch.stack([metrics[k].detach().reshape(()).to(device) for k in names])  # type: ignore[union-attr]
         floats.update(zip(names, stacked.tolist()))
     return {k: floats[k] for k in metrics}
 

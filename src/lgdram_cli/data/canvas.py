@@ -8,6 +8,7 @@ uint8 grid and makes the output bit-identical for a given seed on any device.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -99,9 +100,7 @@ def compose(
     px = torch.randint(0, W - ds + 1, (n, K), **cpu)
     colours = torch.randint(64, 256, (n, 1 + K, 3), **cpu) if colour else None
 
-    target, oy, ox, count, src, cy, cx, py, px = (
-        t.to(device) for t in (target, oy, ox, count, src, cy, cx, py, px)
-    )
+    target, oy, ox, count, src, cy, cx, py, px = _to_device(device, target, oy, ox, count, src, cy, cx, py, px)
     flat_digits = digits.reshape(-1)  # uint8 [D*784]
     HW = H * W
     if workspace is not None and workspace.numel() == n * C * HW:
@@ -148,10 +147,21 @@ def compose(
     return CanvasBatch(images, labels[target], centers, box, count.to(torch.int16))
 
 
+def _to_device(device: torch.device, *draws: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The CPU-drawn int64 tensors on `device`, in one copy: each copy to a GPU from ordinary
+    memory waits for the GPU's queue to drain, so nine copies per chunk were nine waits."""
+    if torch.device(device).type == "cpu":
+        return draws
+    packed = torch.cat([d.reshape(-1) for d in draws]).to(device)
+    return tuple(p.view(d.shape) for p, d in zip(packed.split([d.numel() for d in draws]), draws))
+
+
+@functools.lru_cache(maxsize=64)
 def centre_table(side: int, device: torch.device) -> torch.Tensor:
-    """k / side − 1 for k = 0 … 2·side (float32), computed on the CPU.
+    """k / side − 1 for k = 0 … 2·side (float32), computed on the CPU, cached per device.
 
     Why a table: a GPU divides a tensor by a scalar through the scalar's reciprocal, which
     rounds differently in the last bit, and the canvases' centres must be bit-identical on
-    every device. The CPU formula is the one centres were always computed with."""
+    every device. The CPU formula is the one centres were always computed with. Cached: a
+    copy to the GPU from ordinary memory waits for the GPU's queue to drain."""
     return (torch.arange(2 * side + 1, dtype=torch.float32) / side - 1.0).to(device)
