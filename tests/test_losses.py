@@ -178,3 +178,16 @@ def test_hybrid_resolves_names_through_the_registry(monkeypatch):
     hybrid = HybridLoss({"classification": {}, "location": {"gamma_min": 0.5}})
     assert isinstance(hybrid.terms["location"], LocationLoss)
     assert hybrid.terms["location"].config.gamma_min == 0.5
+
+
+def test_read_metrics_equals_item_for_every_kind_of_metric():
+    """One stacked copy gives each metric exactly what `.item()` would, in the given order."""
+    from lgdram_cli.losses import read_metrics
+
+    metrics = {"f32": torch.tensor(0.1), "f64": torch.tensor(1 / 3, dtype=torch.float64), "plain": 0.25,
+               "flag": torch.tensor(True), "count": 3, "one": torch.tensor([2.5])}
+    read = read_metrics(metrics)
+    assert list(read) == list(metrics)
+    assert all(type(v) is float for v in read.values())
+    for k, v in metrics.items():
+        assert read[k] == (v.item() if torch.is_tensor(v) else float(v)), k
