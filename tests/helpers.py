@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: Offline data shared beside the checkout (the CI clone has ../shared next to it).
 SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
 LGDRAM = Path(sys.executable).parent / "lgdram"
+TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 BUILTIN_DATASETS = ("cmnist", "mcmnist", "mnist", "translated")
 PRESETS = ("cmnist-100", "cmnist-60", "mcmnist-100", "mcmnist-200", "mnist", "translated-60")
@@ -41,6 +42,21 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     full_env.setdefault("LGDRAM_THREADS", "1")
     return subprocess.run(
         [str(LGDRAM), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def torchrun(*args: str, nproc: int = 2, timeout: float = 120, env: dict[str, str] | None = None):
+    """`torchrun --standalone -m lgdram_cli ARGS` in a subprocess, with `env` (default: this
+    process's) less any launcher variables; skips the test where torchrun is not installed.
+    (torchrun runs Python files or modules, not console scripts.)"""
+    if not TORCHRUN.is_file():
+        pytest.skip("torchrun not installed beside the interpreter")
+    env = dict(os.environ if env is None else env, OMP_NUM_THREADS="1", LGDRAM_THREADS="1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    return subprocess.run(
+        [str(TORCHRUN), "--nproc-per-node", str(nproc), "--standalone", "-m", "lgdram_cli", *args],
+        env=env, capture_output=True, text=True, timeout=timeout,
     )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import checkpoint_metadata, checkpoint_tensors, offline_env, read_jsonl, tiny_train_args
+from helpers import checkpoint_metadata, checkpoint_tensors, offline_env, read_jsonl, tiny_train_args, torchrun
 from lgdram_cli.data.presets import make_generator, resolve_dataset
 from lgdram_cli.models.dram import DRAM
 from lgdram_cli.models.ram import RAM
@@ -25,7 +25,6 @@ from lgdram_cli.models.retina import Retina
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 CUDA = torch.device("cuda")
-TORCHRUN = Path(sys.executable).parent / "torchrun"
 SMALL = dict(glimpses=4, glimpse_size=6, scales=3, hidden=32, glimpse_hidden=16)
 
 
@@ -159,19 +158,10 @@ def test_resume_on_cuda_continues_the_run(cuda_run, tmp_path):
 def test_ddp_with_nccl(tmp_path):
     """The same command under torchrun on the GPU(s): NCCL, one writer. With one GPU the group
     has a single process (NCCL refuses two ranks on one device), still through DDP and NCCL."""
-    if not TORCHRUN.is_file():
-        pytest.skip("torchrun not installed beside the interpreter")
     nproc = min(2, torch.cuda.device_count())
     out = tmp_path / "run.safetensors"
-    env = offline_env(tmp_path / "cache")
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    result = subprocess.run(
-        [str(TORCHRUN), "--nproc-per-node", str(nproc), "--standalone", "-m", "lgdram_cli",
-         *tiny_train_args(out, "--device", "cuda", steps=4, eval_every=2)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    ok(result)
+    result = ok(torchrun(*tiny_train_args(out, "--device", "cuda", steps=4, eval_every=2),
+                         nproc=nproc, env=offline_env(tmp_path / "cache"), timeout=300))
     assert f"distributed: {nproc} process(es), backend nccl" in result.stderr
     assert checkpoint_metadata(out)["lgdram.step"] == "4"
     assert result.stderr.count("spec: ") == 1
@@ -196,17 +186,10 @@ def test_device_auto_picks_cuda(tmp_path):
 
 
 def test_more_processes_than_gpus_is_one_clear_line(tmp_path):
-    if not TORCHRUN.is_file():
-        pytest.skip("torchrun not installed beside the interpreter")
     nproc = torch.cuda.device_count() + 1
-    env = offline_env(tmp_path / "cache")
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    result = subprocess.run(
-        [str(TORCHRUN), "--nproc-per-node", str(nproc), "--standalone", "-m", "lgdram_cli",
-         *tiny_train_args(tmp_path / "run.safetensors", "--device", "cuda", steps=1, eval_every=1)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
+    out = tmp_path / "run.safetensors"
+    result = torchrun(*tiny_train_args(out, "--device", "cuda", steps=1, eval_every=1),
+                      nproc=nproc, env=offline_env(tmp_path / "cache"), timeout=300)
     assert result.returncode != 0
     assert f"error: torchrun started {nproc} processes on this machine but it has" in result.stderr
-    assert not (tmp_path / "run.safetensors").exists()
+    assert not out.exists()

@@ -7,9 +7,7 @@ torchrun runs Python files or modules, not console scripts, so the launch is
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,27 +20,13 @@ from helpers import (
     read_jsonl,
     run_main,
     tiny_train_args,
+    torchrun,
     train_cli,
 )
 from lgdram_cli.training import checkpoint as ckpt
 
-TORCHRUN = Path(sys.executable).parent / "torchrun"
-
-
-def torchrun(*args: str, nproc: int = 2, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", LGDRAM_THREADS="1")
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    return subprocess.run(
-        [str(TORCHRUN), "--nproc-per-node", str(nproc), "--standalone", "-m", "lgdram_cli", *args],
-        env=env, capture_output=True, text=True, timeout=timeout,
-    )
-
-
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    if not TORCHRUN.is_file():
-        pytest.skip("torchrun not installed beside the interpreter")
     out = tmp_path_factory.mktemp("ddp") / "run.safetensors"
     result = torchrun(*tiny_train_args(out, "--set", "log_every=1", "--json", steps=4, eval_every=2))
     return out, result
@@ -97,8 +81,6 @@ def test_ddp_json_is_printed_once(ddp_run):
 @pytest.fixture(scope="module")
 def ddp_resumed(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, subprocess.CompletedProcess]:
     """A 2-process run of 2 steps, resumed (2 processes again) to 4."""
-    if not TORCHRUN.is_file():
-        pytest.skip("torchrun not installed beside the interpreter")
     out = tmp_path_factory.mktemp("ddp-resume") / "run.safetensors"
     first = torchrun(*tiny_train_args(out, steps=2, eval_every=2))
     second = torchrun(*tiny_train_args(out, "--resume", steps=4, eval_every=2)) if first.returncode == 0 else None
@@ -128,8 +110,6 @@ def test_ddp_only_rank0_reports_the_result(ddp_resumed):
 def test_one_process_under_torchrun_joins_the_group_and_matches_a_plain_run(tmp_path):
     """`--nproc-per-node 1` runs the N-process path (process group, DDP) and, averaging over a
     world of one, ends with exactly the weights of the same run without torchrun."""
-    if not TORCHRUN.is_file():
-        pytest.skip("torchrun not installed beside the interpreter")
     ddp, plain = tmp_path / "ddp" / "run.safetensors", tmp_path / "plain" / "run.safetensors"
     ddp.parent.mkdir()
     plain.parent.mkdir()

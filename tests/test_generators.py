@@ -60,7 +60,7 @@ def test_ground_truth_geometry(task):
     assert ((x1 - x0) <= 28).all() and ((y1 - y0) <= 28).all()
 
     expected = torch.stack([(x0 + x1) / W - 1, (y0 + y1) / H - 1], dim=1)
-    torch.testing.assert_close(b.centers, expected)
+    assert torch.equal(b.centers, expected)  # bitwise: the formula as written, on every device
     assert (b.centers.abs() <= 1).all()
 
 
@@ -168,8 +168,8 @@ def test_non_square_canvas_is_height_by_width():
     x0, y0, x1, y1 = b.boxes.unbind(1)
     assert (x1 <= 300).all() and (y1 <= 100).all()
     assert (x0 > 150).any(), "targets never placed in the right part of a wide canvas"
-    torch.testing.assert_close(b.centers[:, 0], (x0 + x1) / 300 - 1)
-    torch.testing.assert_close(b.centers[:, 1], (y0 + y1) / 100 - 1)
+    assert torch.equal(b.centers[:, 0], (x0 + x1) / 300 - 1)
+    assert torch.equal(b.centers[:, 1], (y0 + y1) / 100 - 1)
     for i in range(20):  # the digit's ink is where the box says (x = column, y = row)
         bx0, by0, bx1, by1 = (int(v) for v in b.boxes[i])
         assert b.images[i, 0, by0:by1, bx0:bx1].any()
