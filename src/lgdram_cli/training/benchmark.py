@@ -43,43 +43,61 @@ def nominal_step_flops(setup: Any, batch: Any, M: int) -> float:
         model.fused = fused
 
 
+class StepTimer:
+    """One model, optimizer and fixed batch, ready to time training steps in blocks (so that a
+    benchmark can interleave them with a reference measured under the same conditions)."""
+
+    def __init__(self, spec: TrainSpec, device: torch.device) -> None:
+        keep_freed_memory()  # as `train` does
+        torch.manual_seed(spec.seed)
+        self.spec, self.device = spec, device
+        self.setup = setup = build(spec)
+        self.model = setup.model.to(device)
+        self.optimizer = make_optimizer(self.model, spec.optim.lr)
+        feed = OnTheFlyFeed(setup.generator, spec.seed, spec.annotations, spec.batch_size, 1)
+        self.batch = feed.batch(0, 0, device)  # fixed batch: time the model, not the generator
+        self.flops = step_flops(setup, self.batch, spec.mc)
+        self.nominal = nominal_step_flops(setup, self.batch, spec.mc) if hasattr(setup.model, "fused") else self.flops
+        self.step = 0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def run(self, steps: int) -> list[float]:
+        """Seconds of each of `steps` training steps."""
+        self._sync()
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            train_step(self.model, self.setup.loss, self.optimizer, self.batch, self.step, self.spec.mc, self.spec.optim.clip)
+            self._sync()
+            times.append(time.perf_counter() - t0)
+            self.step += 1
+        return times
+
+    def report(self, times: list[float]) -> dict[str, Any]:
+        """`lgdram bench train`'s figures from step times (the median, and the best)."""
+        times = sorted(times)
+        median = times[len(times) // 2]
+        spec = self.spec
+        return {
+            "model": self.setup.model.config.model_dump(mode="json"),
+            "canvas": list(self.setup.size),
+            "batch_size": spec.batch_size,
+            "mc": spec.mc,
+            "device": str(self.device),
+            "ms_per_step": 1000 * median,
+            "ms_per_step_best": 1000 * times[0],
+            "images_per_s": spec.batch_size * spec.mc / median,
+            "gflop_per_step": self.flops / 1e9,
+            "gflops": self.flops / 1e9 / median,
+            "gflop_per_step_nominal": self.nominal / 1e9,
+            "gflops_nominal": self.nominal / 1e9 / median,
+        }
+
+
 def time_train_step(spec: TrainSpec, device: torch.device, steps: int, warmup: int) -> dict[str, Any]:
-    keep_freed_memory()  # as `train` does
-    torch.manual_seed(spec.seed)
-    setup = build(spec)
-    model = setup.model.to(device)
-    optimizer = make_optimizer(model, spec.optim.lr)
-    feed = OnTheFlyFeed(setup.generator, spec.seed, spec.annotations, spec.batch_size, 1)
-    batch = feed.batch(0, 0, device)  # fixed batch: time the model, not the generator
-    flops = step_flops(setup, batch, spec.mc)
-    nominal = nominal_step_flops(setup, batch, spec.mc) if hasattr(setup.model, "fused") else flops
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for s in range(warmup):
-        train_step(model, setup.loss, optimizer, batch, s, spec.mc, spec.optim.clip)
-    sync()
-    times = []
-    for s in range(steps):
-        t0 = time.perf_counter()
-        train_step(model, setup.loss, optimizer, batch, warmup + s, spec.mc, spec.optim.clip)
-        sync()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    median = times[len(times) // 2]
-    return {
-        "model": setup.model.config.model_dump(mode="json"),
-        "canvas": list(setup.size),
-        "batch_size": spec.batch_size,
-        "mc": spec.mc,
-        "device": str(device),
-        "ms_per_step": 1000 * median,
-        "ms_per_step_best": 1000 * times[0],
-        "images_per_s": spec.batch_size * spec.mc / median,
-        "gflop_per_step": flops / 1e9,
-        "gflops": flops / 1e9 / median,
-        "gflop_per_step_nominal": nominal / 1e9,
-        "gflops_nominal": nominal / 1e9 / median,
-    }
+    timer = StepTimer(spec, device)
+    timer.run(warmup)
+    return timer.report(timer.run(steps))
