@@ -40,6 +40,8 @@ def reference(images: torch.Tensor, loc: torch.Tensor, g: int, scales: int, s: i
         (1, 60, 60, 12, 3, 2), (3, 40, 90, 5, 3, 2), (1, 28, 28, 8, 2, 3), (3, 33, 47, 7, 1, 2), (1, 40, 90, 6, 4, 2),
         # glimpses narrower than two blocks of the next scale: the grids need wider zero borders
         (1, 20, 30, 2, 3, 3), (2, 17, 23, 1, 3, 4),
+        # phase-split grids: factor 1 (one phase), a wide factor, four scales on a large canvas
+        (1, 20, 20, 5, 3, 1), (1, 9, 13, 3, 2, 5), (3, 200, 150, 12, 4, 2),
     ],
 )
 def test_matches_reference(C, H, W, g, scales, s):
