@@ -239,7 +239,8 @@ class Retina(nn.Module):
                 prev, p = self.margins[k - 1], f // s
                 src = plain[k - 1][..., prev - lo : prev - lo + cols + (s - 1) * p]
                 v = _shifted_sum([src[..., prev - lo + j * p : prev - lo + j * p + rows, :] for j in range(s)])
-                inner = _shifted_sum([(v * (1.0 / (s * s)))[..., j * p : j * p + cols] for j in range(s)])
+                v = v * (1.0 / (s * s))  # scaled before the x-sums, as `_write_level` does
+                inner = _shifted_sum([v[..., j * p : j * p + cols] for j in range(s)])
             down, right = f * self._extent(k, H) - (m - lo + rows), f * self._extent(k, W) - (m - lo + cols)
             plain.append(F.pad(inner, (m - lo, right, m - lo, down)))
         return [
