@@ -20,7 +20,7 @@ import torch
 from lgdram_cli.cli.train_cmd import train_spec
 from lgdram_cli.data.presets import make_generator, resolve_dataset
 from lgdram_cli.models.ram import RAM
-from lgdram_cli.training.benchmark import time_train_step
+from lgdram_cli.training.benchmark import StepTimer, time_train_step
 
 BATCHES = (32, 128, 512, 2048)
 
@@ -62,21 +62,13 @@ def kernels_per_step(batch: int, device: torch.device) -> int | None:
     about this many launch latencies, whatever the batch."""
     from torch.profiler import ProfilerActivity, profile
 
-    from lgdram_cli.training.feed import OnTheFlyFeed
-    from lgdram_cli.training.loop import build, make_optimizer, train_step
-
     spec = train_spec(dataset="cmnist-60", model="ram", sets=["dataset.digits=mnist-mini"],
                       batch_size=batch, mc=10, annotations="100%")
-    setup = build(spec)
-    model = setup.model.to(device)
-    optimizer = make_optimizer(model, 1e-3)
-    batch_ = OnTheFlyFeed(setup.generator, 0, 1.0, batch, 1).batch(0, 0, device)
-    for s in range(3):
-        train_step(model, setup.loss, optimizer, batch_, s, 10, 5.0)
+    timer = StepTimer(spec, device)
+    timer.run(3)
     try:
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            train_step(model, setup.loss, optimizer, batch_, 3, 10, 5.0)
-            sync(device)
+            timer.run(1)  # synchronises before it returns
     except Exception as exc:  # the profiler needs CUPTI; a bench must not die of its absence
         print(f"(no kernel count: {exc})")
         return None

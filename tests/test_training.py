@@ -606,7 +606,7 @@ def test_clip_gradients_equals_torch_clip_grad_norm(max_norm):
         assert torch.equal(a.grad, before) == (max_norm > 1)
 
 
-def _tiny_setup(**sets: str):
+def _tiny_setup():
     from lgdram_cli.cli.train_cmd import train_spec
     from lgdram_cli.training.feed import OnTheFlyFeed
     from lgdram_cli.training.loop import build, make_optimizer
