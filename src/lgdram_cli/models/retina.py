@@ -64,6 +64,7 @@ class RetinaState:
     shape: tuple[int, ...]  # (B, C, H, W) of the images
     half: torch.Tensor  # [2]: (W/2, H/2), location units → pixels
     origin: torch.Tensor  # [S, 2]: first window cell (x, y), before flooring, at location (0, 0)
+    low: torch.Tensor  # int32 [S, 2] zeros: the smallest first window cell (a tensor bound: one clamp)
     limit: torch.Tensor  # int32 [S, 2]: largest valid first window cell (x, y), in un-split cells
     #: int32: per scale and axis, cell v's offset in the phase-split grid, (v // f)·(block
     #: stride) + (v % f)·(phase stride), for v = 0 … limit; the 2·S tables one after another
@@ -73,13 +74,14 @@ class RetinaState:
     sums: list[tuple | None] = field(default_factory=list)  # per scale: `Retina._sum_views` (in-place path)
     _images: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
 
-    def image_offsets(self, n: int, replicas: int) -> torch.Tensor:
-        """int32 [n, S]: where row r's image (r // replicas) starts in each level (cached per batch)."""
+    def row_offsets(self, n: int, replicas: int) -> torch.Tensor:
+        """int32 [n, S, C·g]: where the window rows of row r's image (r // replicas) start in `flat`,
+        relative to the window's first cell (cached per batch: one addition per glimpse less)."""
         cacheable = isinstance(n, int)  # not a symbolic batch size (torch.export)
         if cacheable and (n, replicas) in self._images:
             return self._images[(n, replicas)]
         image = torch.arange(n, device=self.image_stride.device, dtype=INDEX) // replicas
-        offsets = image[:, None] * self.image_stride
+        offsets = (image[:, None] * self.image_stride)[:, :, None] + self.rows
         if cacheable:
             self._images[(n, replicas)] = offsets
         return offsets
@@ -283,6 +285,7 @@ class Retina(nn.Module):
             shape=tuple(images.shape),
             half=half,
             origin=half[None, :] - self.shift.to(images.device, images.dtype)[:, None],
+            low=ints([[0, 0]] * len(grids)),
             limit=ints([[f * (c - g + 1) - 1, f * (r - g + 1) - 1] for (r, c), f in zip(grids, self.factors)]),
             offsets=torch.cat(tables),
             tables=ints(firsts).view(-1, 2),
@@ -291,21 +294,25 @@ class Retina(nn.Module):
         )
 
     def glimpse(
-        self, state: RetinaState, loc: torch.Tensor, replicas: int = 1, out: torch.Tensor | None = None
+        self, state: RetinaState, loc: torch.Tensor, replicas: int = 1, out: torch.Tensor | None = None,
+        in_range: bool = False,
     ) -> torch.Tensor:
         """Patches at `loc` [N, 2] (x, y); row r reads image r // replicas. → [N, S·C, g, g]
-        (written into `out`, any contiguous tensor of N·S·C·g·g elements, when given)."""
+        (written into `out`, any contiguous tensor of N·S·C·g·g elements, when given).
+        `in_range`: the caller guarantees −1 ≤ loc ≤ 1 (or NaN), so the clamp is skipped."""
         with torch.no_grad():
             N, S, g = loc.shape[0], self.scales, self.g
             C = state.shape[1]
             # first window cell (x, y) per scale; the clamp only guards non-finite locations
             # (≥ 0.5 for every finite location, so the integer conversion's truncation is the floor)
-            start = torch.addcmul(state.origin, loc.clamp(-1.0, 1.0)[:, None, :], state.half).to(INDEX)
-            start = torch.minimum(start.clamp_(min=0), state.limit).add_(state.tables)
-            # → where that cell lies in its phase-split grid (table look-ups), → its first row
+            if not in_range:
+                loc = loc.clamp(-1.0, 1.0)
+            start = torch.addcmul(state.origin, loc[:, None, :], state.half).to(INDEX)
+            start = torch.clamp(start, state.low, state.limit).add_(state.tables)
+            # → where that cell lies in its phase-split grid (table look-ups), → its window's rows
             cells = torch.index_select(state.offsets, 0, start.view(-1)).view(N, S, 2)
-            first = cells.sum(-1, dtype=INDEX) + state.image_offsets(N, replicas)
-            index = (first[:, :, None] + state.rows).reshape(-1)  # [N·S·C·g] window rows, scale-major per row
+            first = cells.sum(-1, dtype=INDEX)
+            index = (first[:, :, None] + state.row_offsets(N, replicas)).reshape(-1)  # [N·S·C·g], scale-major
             if state.runs is None:  # graph capture: cell by cell
                 every = (index[:, None] + torch.arange(g, device=index.device, dtype=INDEX)).reshape(-1)
                 return torch.index_select(state.flat, 0, every).view(N, S * C, g, g)
