@@ -147,11 +147,13 @@ class AttentionModel(Model):
         means: torch.Tensor,
         locations: torch.Tensor,
         final: torch.Tensor | None = None,
+        baselines: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Heads applied to all steps at once (one matmul each, not one per step); inputs are
         time-major: the T `states` [T, n, hidden] feed the classifier, the P `decision_states`
         [P, n, hidden] the baseline, and the P decisions (`means` [P, n, 2]) chose the last P of
-        the T `locations` [T, n, 2]; `final` (default: the last state) feeds the prediction.
+        the T `locations` [T, n, 2]; `final` (default: the last state) feeds the prediction;
+        `baselines` [P, n], when given, were already computed (RAM's fused loop does).
         Outputs are row-major ([n, T, …]), as `ModelOutput` says.
         """
         # Per-glimpse predictions are for evaluation and pictures; training needs only the final
@@ -165,8 +167,9 @@ class AttentionModel(Model):
         n = logits.shape[0]
         if means.shape[0]:
             mean = means.transpose(0, 1).contiguous()  # [n, P, 2]
-            # detached: the baseline learns only from its regression
-            baselines = self.baseline(decision_states.detach()).squeeze(-1).t().contiguous()
+            if baselines is None:  # detached: the baseline learns only from its regression
+                baselines = self.baseline(decision_states.detach()).squeeze(-1)
+            baselines = baselines.t().contiguous()
         else:  # a single-glimpse RAM makes no decision
             mean = logits.new_zeros(n, 0, 2)
             baselines = logits.new_zeros(n, 0)
@@ -213,6 +216,8 @@ class RAM(AttentionModel):
             and type(self.glimpse) is GlimpseNetwork
             and type(self.retina) is Retina
             and type(self.core) is Core
+            and type(self.locator) is nn.Linear
+            and type(self.baseline) is nn.Linear
             and type(self)._act is AttentionModel._act
         )
 
@@ -229,8 +234,8 @@ class RAM(AttentionModel):
             # a fixed first location is the same for every replica of an image: one glimpse per image
             shared = replicas > 1 and (self.config.start == "centre" or deterministic)
             plan = LoopPlan(self.retina, sensed, replicas, T, self.config.core, shared_first=shared)
-            H, last, M, L = GlimpseLoop.apply(plan, loc, noise, *weights_of(self))
-            return self._output(H, H[:-1], M, L, final=last)
+            H, last, M, L, baselines = GlimpseLoop.apply(plan, loc, noise, *weights_of(self))
+            return self._output(H, H[:-1], M, L, final=last, baselines=baselines)
         state = self.core.init_state()
         states, means, locations = [], [], [loc]
         for t in range(T):

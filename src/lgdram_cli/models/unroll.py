@@ -53,7 +53,7 @@ def weights_of(model: Any) -> list[torch.Tensor]:
         what.weight, what.bias, glimpse.where.weight, glimpse.where.bias,
         glimpse.what_out.weight, glimpse.what_out.bias, glimpse.where_out.weight,
         cell.weight_ih, cell.bias_ih, cell.weight_hh, cell.bias_hh,
-        model.locator.weight, model.locator.bias,
+        model.locator.weight, model.locator.bias, model.baseline.weight, model.baseline.bias,
     ]  # fmt: skip
 
 
@@ -117,14 +117,14 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 
 
 class GlimpseLoop(torch.autograd.Function):
-    """(locations₀, noise, weights) → hidden states H [T, n, h] (no gradient: in training only
-    the baseline reads them, detached), the final state h_T [n, h] (the classifier's input),
-    policy means M [T−1, n, 2], locations L [T, n, 2] (no gradient). `noise` [n, T−1, 2] is
-    σ·ε, or None for the means."""
+    """(locations₀, noise, weights) → hidden states H [T, n, h] (no gradient), the final state
+    h_T [n, h] (the classifier's input), policy means M [T−1, n, 2], locations L [T, n, 2] (no
+    gradient), baselines [T−1, n] (the baseline head on the detached h_0 … h_(T−2): its gradient
+    reaches only the baseline's weights). `noise` [n, T−1, 2] is σ·ε, or None for the means."""
 
     @staticmethod
     def forward(ctx: Any, plan: LoopPlan, loc0: torch.Tensor, noise: torch.Tensor | None, *w: torch.Tensor) -> Any:
-        W1, b1, Wl, bl, W2, b2, Wq, Wih, bih, Whh, bhh, Wloc, bloc = w
+        W1, b1, Wl, bl, W2, b2, Wq, Wih, bih, Whh, bhh, Wloc, bloc, Wb, bb = w
         T, n, hid, m = plan.steps, loc0.shape[0], Whh.shape[1], plan.replicas
         first = plan.first_rows(n)
         rows = first + (T - 1) * n  # glimpse-network rows: step 0 has `first`, the others n
@@ -132,10 +132,12 @@ class GlimpseLoop(torch.autograd.Function):
         P, R, Q = new(rows, W1.shape[1]), new(rows, W1.shape[0]), new(rows, Wl.shape[0])
         G, A = new(rows, hid), new(rows, 2)  # A: the locations the glimpse network read
         H, L = new(T, n, hid), new(T, n, 2)
-        # the policy means are computed transposed, [2, n] per step: W_loc·H_tᵀ, an N = n product,
-        # runs ~4× faster than H_t·W_locᵀ, an N = 2 one; M is the [T − 1, n, 2] view
-        MT = new(max(T - 1, 0), 2, n)
-        M = MT.transpose(1, 2)
+        # the two heads that read h_t, policy mean (2 rows) and baseline (1), in one product,
+        # transposed: [W_loc; W_b]·H_tᵀ, an N = n product, runs ~4× faster than H_t·W_locᵀ (N = 2)
+        # and the baseline's own N = 1 product; M is the [T − 1, n, 2] view
+        heads, heads_bias = torch.cat([Wloc, Wb]), torch.cat([bloc, bb])[:, None]
+        MT = new(max(T - 1, 0), 3, n)
+        M = MT[:, :2].transpose(1, 2)
         # core internals kept for backward: lstm gates (i, f, g, o), cell c and tanh(c);
         # gru gates (r, z, ñ) and W_hn·h + b_hn in C
         Z = new(T, n, Wih.shape[0]) if plan.core != "rnn" else None
@@ -145,7 +147,7 @@ class GlimpseLoop(torch.autograd.Function):
         # rnn and lstm add both biases every step (the first step's W_hh·h is W_hh·0, skipped)
         bias = bih + bhh if plan.core != "gru" else bih
         # transposed views made once, not once per glimpse (this loop is dispatch-bound at small sizes)
-        W1t, Wlt, W2t, Wqt, Wiht, bloc_col = W1.t(), Wl.t(), W2.t(), Wq.t(), Wih.t(), bloc[:, None]
+        W1t, Wlt, W2t, Wqt, Wiht = W1.t(), Wl.t(), W2.t(), Wq.t(), Wih.t()
         into = {"rnn": H, "lstm": Z, "gru": None}[plan.core]
         for t in range(T):
             r = _segment(t, first, n)
@@ -180,7 +182,8 @@ class GlimpseLoop(torch.autograd.Function):
                     bias, bhh, Whh, H[t], *(() if Z is None else (Z[t], C[t])), *(() if K is None else (K[t],)),
                 )  # fmt: skip
             if t < T - 1:
-                torch.addmm(bloc_col, Wloc, H[t].t(), out=MT[t]).tanh_()
+                torch.addmm(heads_bias, heads, H[t].t(), out=MT[t])
+                MT[t, :2].tanh_()
                 if noise is None:
                     L[t + 1] = M[t]
                 else:
@@ -190,22 +193,35 @@ class GlimpseLoop(torch.autograd.Function):
         ctx.mark_non_differentiable(H, L)
         aux = {"rnn": (), "lstm": (Z, C, K), "gru": (Z, C)}[plan.core]
         ctx.save_for_backward(P, R, Q, G, A, H, M, *aux, *w)
-        return H, H[T - 1].clone(), M, L
+        return H, H[T - 1].clone(), M, L, MT[:, 2].clone()
 
     @staticmethod
-    def backward(ctx: Any, _dH: Any, d_last: torch.Tensor | None, dM: torch.Tensor | None, _dL: Any) -> Any:
+    def backward(
+        ctx: Any, _dH: Any, d_last: torch.Tensor | None, dM: torch.Tensor | None, _dL: Any, dB: torch.Tensor | None
+    ) -> Any:
         plan: LoopPlan = ctx.plan
         saved = ctx.saved_tensors
         P, R, Q, G, A, H, M = saved[:7]
-        Z, C, K = (*saved[7:-13], None, None, None)[:3]
-        W1, b1, Wl, bl, W2, b2, Wq, Wih, bih, Whh, bhh, Wloc, bloc = saved[-13:]
+        Z, C, K = (*saved[7:-15], None, None, None)[:3]
+        W1, b1, Wl, bl, W2, b2, Wq, Wih, bih, Whh, bhh, Wloc, bloc, Wb, bb = saved[-15:]
         T, n, hid = H.shape
         first = plan.first_rows(n)
-        dWloc = dbloc = dMp = None
+        dWloc = dbloc = dMp = dWb = dbb = None
         if dM is not None and T > 1:
             dMp = dM * (1 - M * M)  # through tanh
-            dWloc = _flat(dMp).t() @ _flat(H[:-1])
-            dbloc = _flat(dMp).sum(0)
+        if (dMp is not None or dB is not None) and T > 1:
+            # both heads' weight gradients from one pass over the states: [dM' | dB]ᵀ·H
+            d_heads = H.new_zeros(T - 1, n, 3)
+            if dMp is not None:
+                d_heads[..., :2] = dMp
+            if dB is not None:
+                d_heads[..., 2] = dB
+            d_heads = _flat(d_heads)
+            dW_heads, db_heads = d_heads.t() @ _flat(H[:-1]), d_heads.sum(0)
+            if dMp is not None:
+                dWloc, dbloc = dW_heads[:2], db_heads[:2]
+            if dB is not None:
+                dWb, dbb = dW_heads[2:], db_heads[2:]
 
         # the recurrence, last glimpse first, on all n rows: dX = dL/d(input projection), dY =
         # dL/d(hidden projection), in the glimpse-network row layout (a shared first step's
@@ -284,4 +300,4 @@ class GlimpseLoop(torch.autograd.Function):
         _relu_grad(dQ, Q, out=dQ)
         dW1, db1 = dR.t() @ P, dR.sum(0)
         dWl, dbl = (A.t() @ dQ).t(), dQ.sum(0)  # this orientation of the skinny product is 3× faster
-        return (None, None, None, dW1, db1, dWl, dbl, dW2, db2, dWq, dWih, dbih, dWhh, dbhh, dWloc, dbloc)
+        return (None, None, None, dW1, db1, dWl, dbl, dW2, db2, dWq, dWih, dbih, dWhh, dbhh, dWloc, dbloc, dWb, dbb)
