@@ -70,18 +70,19 @@ def _segment(t: int, first: int, n: int) -> slice:
 
 def _core_step(
     core: str, x: torch.Tensor, h: torch.Tensor | None, c: torch.Tensor | None, bias: torch.Tensor,
-    bhh: torch.Tensor, Whh: torch.Tensor, H: torch.Tensor, Z: torch.Tensor | None = None,
+    bhh: torch.Tensor, Whht: torch.Tensor, H: torch.Tensor, Z: torch.Tensor | None = None,
     C: torch.Tensor | None = None, K: torch.Tensor | None = None,
 ) -> None:
     """One step of the core from the input projection `x` (rnn/lstm: without bias, `bias` = both
     biases is added here; gru: with b_ih) and the previous state (h, c; None at the first step),
-    into the buffers H (and the internals backward needs: Z gates, C cell or W_hn·h + b_hn, K tanh(c))."""
+    into the buffers H (and the internals backward needs: Z gates, C cell or W_hn·h + b_hn, K tanh(c)).
+    `Whht` is W_hhᵀ."""
     if core == "rnn":  # x may be H itself: then everything happens in place
         if h is not None:
-            x.addmm_(h, Whh.t())
+            x.addmm_(h, Whht)
         torch.clamp_min(x.add_(bias), 0.0, out=H)
     elif core == "lstm":  # x may be Z itself: the gates are activated in place
-        gates = (x if h is None else x.addmm_(h, Whh.t())).add_(bias)
+        gates = (x if h is None else x.addmm_(h, Whht)).add_(bias)
         i, f, g, o = gates.chunk(4, 1)
         zi, zf, zg, zo = Z.chunk(4, 1)
         torch.sigmoid(i, out=zi), torch.sigmoid(f, out=zf), torch.tanh(g, out=zg), torch.sigmoid(o, out=zo)
@@ -92,7 +93,7 @@ def _core_step(
         torch.tanh(C, out=K)
         torch.mul(zo, K, out=H)
     else:  # gru
-        hw = bhh.expand(x.shape[0], -1) if h is None else torch.addmm(bhh, h, Whh.t())
+        hw = bhh.expand(x.shape[0], -1) if h is None else torch.addmm(bhh, h, Whht)
         zr, zz, zn = Z.chunk(3, 1)
         xr, xz, xn = x.chunk(3, 1)
         hr, hz, hn = hw.chunk(3, 1)
@@ -131,7 +132,7 @@ class GlimpseLoop(torch.autograd.Function):
         new = loc0.new_empty
         P, R, Q = new(rows, W1.shape[1]), new(rows, W1.shape[0]), new(rows, Wl.shape[0])
         G, A = new(rows, hid), new(rows, 2)  # A: the locations the glimpse network read
-        H, L = new(T, n, hid), new(T, n, 2)
+        H = new(T, n, hid)
         # the two heads that read h_t, policy mean (2 rows) and baseline (1), in one product,
         # transposed: [W_loc; W_b]·H_tᵀ, an N = n product, runs ~4× faster than H_t·W_locᵀ (N = 2)
         # and the baseline's own N = 1 product; M is the [T − 1, n, 2] view
@@ -143,21 +144,21 @@ class GlimpseLoop(torch.autograd.Function):
         Z = new(T, n, Wih.shape[0]) if plan.core != "rnn" else None
         C = new(T, n, hid) if plan.core != "rnn" else None
         K = new(T, n, hid) if plan.core == "lstm" else None
-        L[0] = loc0
         # rnn and lstm add both biases every step (the first step's W_hh·h is W_hh·0, skipped)
         bias = bih + bhh if plan.core != "gru" else bih
-        # transposed views made once, not once per glimpse (this loop is dispatch-bound at small sizes)
-        W1t, Wlt, W2t, Wqt, Wiht = W1.t(), Wl.t(), W2.t(), Wq.t(), Wih.t()
-        into = {"rnn": H, "lstm": Z, "gru": None}[plan.core]
+        # views made once, not once per glimpse (this loop is dispatch-bound at small sizes)
+        W1t, Wlt, W2t, Wqt, Wiht, Whht = W1.t(), Wl.t(), W2.t(), Wq.t(), Wih.t(), Whh.t()
+        sizes = [first] + [n] * (T - 1)
+        Ps, Rs, Qs, Gs, As = (x.split(sizes) for x in (P, R, Q, G, A))
+        Hs, MTs = H.unbind(0), MT.unbind(0)
+        Ms, noises = M.unbind(0), (noise.unbind(1) if noise is not None else None)
+        Zs, Cs, Ks = (x.unbind(0) if x is not None else None for x in (Z, C, K))
+        into = {"rnn": Hs, "lstm": Zs, "gru": None}[plan.core]
         for t in range(T):
-            r = _segment(t, first, n)
-            Pt, Rt, Qt, Gt, At = P[r], R[r], Q[r], G[r], A[r]
-            if t == 0 and first < n:  # one row per image; the replicas are copies
-                At.copy_(loc0[::m])
-                plan.retina.glimpse(plan.sensed, At, 1, out=Pt, in_range=True)
-            else:
-                At.copy_(L[t])
-                plan.retina.glimpse(plan.sensed, At, plan.replicas, out=Pt, in_range=True)
+            Pt, Rt, Qt, Gt, At = Ps[t], Rs[t], Qs[t], Gs[t], As[t]
+            if t == 0:  # later steps' locations are written into A by the step before
+                At.copy_(loc0[::m] if first < n else loc0)  # shared: one row per image
+            plan.retina.glimpse(plan.sensed, At, 1 if first < n and t == 0 else m, out=Pt, in_range=True)
             torch.addmm(b1, Pt, W1t, out=Rt).relu_()
             torch.addmm(bl, At, Wlt, out=Qt).relu_()
             # biases added after the products, not by `addmm`: its bias copy into the output
@@ -173,21 +174,23 @@ class GlimpseLoop(torch.autograd.Function):
                 x = torch.mm(Gt, Wiht, out=into[t] if direct else None)
             if t == 0 and first < n:
                 state = [new(first, *b.shape[2:]) for b in (H, Z, C, K) if b is not None]
-                _core_step(plan.core, x, None, None, bias, bhh, Whh, *state)
+                _core_step(plan.core, x, None, None, bias, bhh, Whht, *state)
                 for small, big in zip(state, [b for b in (H, Z, C, K) if b is not None]):
                     big[0].view(first, m, -1).copy_(small[:, None])
             else:
                 _core_step(
-                    plan.core, x, None if t == 0 else H[t - 1], None if t == 0 or C is None else C[t - 1],
-                    bias, bhh, Whh, H[t], *(() if Z is None else (Z[t], C[t])), *(() if K is None else (K[t],)),
+                    plan.core, x, None if t == 0 else Hs[t - 1], None if t == 0 or C is None else Cs[t - 1],
+                    bias, bhh, Whht, Hs[t], *(() if Z is None else (Zs[t], Cs[t])), *(() if K is None else (Ks[t],)),
                 )  # fmt: skip
             if t < T - 1:
-                torch.addmm(heads_bias, heads, H[t].t(), out=MT[t])
-                MT[t, :2].tanh_()
-                if noise is None:
-                    L[t + 1] = M[t]
+                torch.addmm(heads_bias, heads, Hs[t].t(), out=MTs[t])
+                MTs[t][:2].tanh_()
+                if noises is None:
+                    As[t + 1].copy_(Ms[t])
                 else:
-                    torch.add(M[t], noise[:, t], out=L[t + 1]).clamp_(-1.0, 1.0)
+                    torch.add(Ms[t], noises[t], out=As[t + 1]).clamp_(-1.0, 1.0)
+        # the locations of every row: the first, then those the glimpse network read
+        L = torch.cat([loc0[None], A[first:].view(T - 1, n, 2)]) if T > 1 else loc0[None].clone()
         ctx.plan = plan
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(H, L)
