@@ -24,6 +24,7 @@ def test_bench_train_reports_both_shares():
     for key in (
         "lgdram_ms_per_step_b32_m1", "reference_ms_per_step_b32_m1", "lgdram_ms_per_step_b32_m10",
         "share_of_matmul_rate_b32_m10", "share_of_matmul_rate_b32_m10_best", "nominal_share_b32_m10",
+        "unshared_ms_per_step_b32_m10", "unshared_share_of_matmul_rate_b32_m10",
     ):  # fmt: skip
         assert out[key] > 0, key
     # the shared first glimpse executes fewer FLOPs than the plain model's count

@@ -563,6 +563,30 @@ def test_fused_loop_executes_the_nominal_flops_without_replicas():
     assert setup.model.fused  # restored
 
 
+def test_unshared_first_glimpse_executes_the_nominal_flops():
+    """With the first glimpse computed per replica, the fused loop does every FLOP of the plain
+    model (what bench_train's `unshared_*` figures divide by), and the same numbers."""
+    from lgdram_cli.cli.train_cmd import train_spec
+    from lgdram_cli.training.benchmark import nominal_step_flops, step_flops
+    from lgdram_cli.training.feed import OnTheFlyFeed
+    from lgdram_cli.training.loop import build
+
+    spec = train_spec(dataset="cmnist-60", model="ram", sets=["model.core=rnn", "dataset.digits=mnist-mini"],
+                      batch_size=4, mc=3, annotations="100%")  # fmt: skip
+    setup = build(spec)
+    model = setup.model
+    batch = OnTheFlyFeed(setup.generator, 0, spec.annotations, 4, 1).batch(0, 0, torch.device("cpu"))
+    assert step_flops(setup, batch, 3) < nominal_step_flops(setup, batch, 3)
+    torch.manual_seed(5)
+    shared = model(batch.images, replicas=3)
+    model.share_first = False
+    assert step_flops(setup, batch, 3) == nominal_step_flops(setup, batch, 3)
+    torch.manual_seed(5)
+    unshared = model(batch.images, replicas=3)
+    torch.testing.assert_close(unshared.logits, shared.logits)
+    torch.testing.assert_close(unshared.log_probs, shared.log_probs)
+
+
 def test_bench_train_bad_steps(capsys):
     code, _, err = run_main(["bench", "train", "--steps", "0"], capsys)
     assert_one_line_error(code, err, "--steps")

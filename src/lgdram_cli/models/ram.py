@@ -205,6 +205,9 @@ class RAM(AttentionModel):
     #: Train through `unroll.GlimpseLoop` (same numbers, hand-written batched backward) when the
     #: parts are the built-in ones; subclasses that change any part fall back to autograd.
     fused: bool = True
+    #: In the fused loop, compute a fixed first glimpse once per image rather than once per
+    #: Monte-Carlo replica (the same numbers; off only to measure the plain model's work).
+    share_first: bool = True
 
     def _can_fuse(self) -> bool:
         return (
@@ -232,7 +235,7 @@ class RAM(AttentionModel):
             loc = torch.rand(n, 2, device=images.device, dtype=images.dtype) * 2 - 1
         if self._can_fuse():
             # a fixed first location is the same for every replica of an image: one glimpse per image
-            shared = replicas > 1 and (self.config.start == "centre" or deterministic)
+            shared = self.share_first and replicas > 1 and (self.config.start == "centre" or deterministic)
             plan = LoopPlan(self.retina, sensed, replicas, T, self.config.core, shared_first=shared)
             H, last, M, L, baselines = GlimpseLoop.apply(plan, loc, noise, *weights_of(self))
             return self._output(H, H[:-1], M, L, final=last, baselines=baselines)
