@@ -303,10 +303,11 @@ class Retina(nn.Module):
         with torch.no_grad():
             N, S, g = loc.shape[0], self.scales, self.g
             C = state.shape[1]
-            # first window cell (x, y) per scale; the clamp only guards non-finite locations
-            # (≥ 0.5 for every finite location, so the integer conversion's truncation is the floor)
             if not in_range:
                 loc = loc.clamp(-1.0, 1.0)
+            # first window cell (x, y) per scale: ≥ 0.5 for every location in [-1, 1], so the
+            # integer conversion's truncation is the floor; the clamp to [low, limit] only guards
+            # non-finite locations
             start = torch.addcmul(state.origin, loc[:, None, :], state.half).to(INDEX)
             start = torch.clamp(start, state.low, state.limit).add_(state.tables)
             # → where that cell lies in its phase-split grid (table look-ups), → its window's rows
