@@ -89,17 +89,36 @@ def test_rloo_hand_example():
         RLOOLoss()(out, batch(labels, replicas=4), 0)
 
 
-def test_location_hand_example_counts_annotated_rows_only():
-    means = [[[0.0, 0.0], [0.5, 0.5]], [[1.0, 1.0], [1.0, 1.0]], [[0.2, 0.0], [0.0, 0.0]]]
-    centers = [[0.0, 0.5], [0.0, 0.0], [0.0, 0.0]]
-    out = output([[0.0, 1.0]] * 3, means=means)
-    loss = LocationLoss(LocationLoss.Config(weight=2.0))
-    term = loss(out, batch([0, 0, 0], centers, [True, False, True]), 0)
-    # row 0: (0 + .25) + (.25 + 0) = .5; row 2: .04 + 0 = .04 → mean .27, × γ(0) = 1, × weight 2
-    assert term.value.item() == pytest.approx(2 * 0.27)
-    assert term.metrics["gamma"] == 1.0 and term.metrics["error"] == pytest.approx(0.27)
+LOCATION_MEANS = [[[0.0, 0.0], [0.5, 0.5]], [[1.0, 1.0], [1.0, 1.0]], [[0.2, 0.0], [0.0, 0.0]]]
+LOCATION_CENTERS = [[0.0, 0.5], [0.0, 0.0], [0.0, 0.0]]
+
+
+@pytest.mark.parametrize("normalize,divisor", [("batch", 3), ("annotated", 2)])
+def test_location_hand_example(normalize, divisor):
+    """Rows 0 and 2 annotated: row 0 (0 + .25) + (.25 + 0) = .5, row 2 .04 + 0 = .04; the sum
+    .54 is divided by all 3 rows (the seed's rule, default) or by the 2 annotated ones."""
+    out = output([[0.0, 1.0]] * 3, means=LOCATION_MEANS)
+    loss = LocationLoss(LocationLoss.Config(weight=2.0, normalize=normalize))
+    term = loss(out, batch([0, 0, 0], LOCATION_CENTERS, [True, False, True]), 0)
+    assert term.value.item() == pytest.approx(2 * 0.54 / divisor)
+    assert term.metrics["gamma"] == 1.0 and term.metrics["error"] == pytest.approx(0.54 / divisor)
     term.value.backward()
     assert out.means.grad[1].abs().sum() == 0  # the unannotated row gets no pull
+
+
+def test_location_default_is_the_seeds_batch_mean():
+    """The seed (src/losses.py) multiplies by has_label and averages over every row: at a share
+    p of annotated rows the term's expected value is p times the fully annotated one."""
+    assert LocationLoss().config.normalize == "batch"
+    torch.manual_seed(0)
+    n = 4000
+    means = torch.rand(n, 3, 2) * 2 - 1
+    centers = torch.zeros(n, 2)
+    full = LocationLoss()(output([[0.0, 1.0]] * n, means=means.tolist()), batch([0] * n, centers.tolist(), [True] * n), 0)
+    some = torch.rand(n) < 0.1
+    part = LocationLoss()(output([[0.0, 1.0]] * n, means=means.tolist()), batch([0] * n, centers.tolist(), some.tolist()), 0)
+    share = float(some.float().mean())
+    assert part.value.item() == pytest.approx(share * full.value.item(), rel=0.1)
 
 
 def test_location_is_zero_not_nan_without_annotations():

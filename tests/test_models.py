@@ -118,7 +118,7 @@ def test_policy_gradient_is_the_reinforce_estimator(cls):
         params = [p for p in model.parameters()]
         auto = torch.autograd.grad(policy_loss(out.log_probs, advantage), params, retain_graph=True, allow_unused=True)
         n, decisions, std = out.means.shape[0], out.means.shape[1], model.config.loc_std
-        chosen = out.locations if cls is DRAM else out.locations[:, 1:]
+        chosen = out.actions
         d_means = -advantage[..., None] * (chosen - out.means.detach()) / (n * decisions * std**2)
         analytic = torch.autograd.grad(out.means, params, grad_outputs=d_means, allow_unused=True)
         z = torch.zeros(())
@@ -131,6 +131,44 @@ def test_policy_gradient_is_the_reinforce_estimator(cls):
     assert gap(make(cls)) < 1e-5
     if cls is RAM:  # the check has teeth: it catches the undetached sample
         assert gap(make(LeakyRAM)) > 1e-4
+
+
+@pytest.mark.parametrize("cls", [RAM, DRAM])
+@pytest.mark.parametrize("mu", [0.9, 0.99])
+def test_score_is_unbiased_at_the_border(cls, mu):
+    """E[∂log π/∂μ] = 0 for every policy mean, also next to the border: log π is scored at the
+    unclamped action. Scored at the clamped location (the seed's rule) its mean is negative, a
+    push away from the border (≈ −0.85 at μ = 0.9, σ = 0.11: 16 standard errors here), so the
+    Monte-Carlo check has teeth."""
+    model = make(cls)  # training mode, gradients on: RAM takes its fused loop
+    with torch.no_grad():
+        model.locator.weight.zero_()
+        model.locator.bias.fill_(float(torch.atanh(torch.tensor(mu))))
+    torch.manual_seed(3)
+    out = model(images(2), replicas=4000)
+    (score,) = torch.autograd.grad(out.log_probs.sum(), out.means)  # per row: ∂log π/∂μ
+    std = model.config.loc_std
+    n = score.numel()
+    mean, se = float(score.mean()), float(score.std()) / n**0.5
+    assert abs(mean) < 4 * se, (mean, se)
+    # the retina still reads inside the image; the actions are the unclamped samples
+    assert out.locations.abs().max() <= 1.0 and out.actions.max() > 1.0
+    clamped = ((out.actions.clamp(-1, 1) - out.means.detach()) / std**2).mean()
+    assert float(clamped) < -8 * se  # the old rule's bias, far outside the tolerance
+
+
+def test_product_glimpse_combine_is_ba_et_al():
+    """glimpse_combine="product": g = ReLU(what) ⊙ ReLU(where); trains through autograd (not the
+    fused loop), and every part still learns."""
+    model = make(RAM, glimpse_combine="product")
+    assert not model._can_fuse()
+    net = model.glimpse
+    patches, loc = torch.rand(5, 2 * 36), torch.rand(5, 2) * 2 - 1
+    what = net.what_out(torch.relu(net.what(patches)))
+    where = net.where_out(torch.relu(net.where(loc)))
+    torch.testing.assert_close(net(patches, loc), torch.relu(what) * torch.relu(where))
+    out = model(images())
+    assert grad_groups(model, out.logits.sum() + out.log_probs.sum()) >= {"glimpse", "core", "classifier", "locator"}
 
 
 # --- the fused training loop (models/unroll.py) against autograd --------------------------------
@@ -162,7 +200,7 @@ def test_fused_loop_matches_autograd(core, glimpses, replicas, start, determinis
     x = images(3, channels=2).double()
     plain, plain_grads = _outputs_and_grads(model, x, replicas, deterministic, fused=False)
     fused, fused_grads = _outputs_and_grads(model, x, replicas, deterministic, fused=True)
-    for field in ("logits", "locations", "means", "log_probs", "baselines"):
+    for field in ("logits", "locations", "means", "log_probs", "baselines", "actions"):
         torch.testing.assert_close(getattr(fused, field), getattr(plain, field), rtol=1e-12, atol=1e-12)
     for name, grad in plain_grads.items():
         if grad is None or not grad.any():  # e.g. W_hh of a one-glimpse model
@@ -300,6 +338,7 @@ def test_config_defaults():
     assert (c.type, c.glimpses, c.glimpse_size, c.scales, c.scale_factor) == ("ram", 6, 12, 3, 2)
     assert (c.hidden, c.glimpse_hidden, c.loc_std, c.sensor, c.core) == (256, 128, 0.11, "fc", "lstm")
     assert DRAM.Config().type == "dram" and FCClassifier.Config().type == "fc" and CNNClassifier.Config().type == "cnn"
+    assert (DRAM.Config().scales, DRAM.Config().glimpse_combine) == (2, "sum")  # the seed's table: 2 scales
 
 
 def test_glimpse_much_larger_than_canvas_is_a_user_error():

@@ -103,11 +103,12 @@ def test_checkpoint_metadata_holds_the_resolved_spec(tiny_run):
     # model defaults filled in, overrides applied
     assert spec["model"] == {
         "type": "ram", "glimpses": 3, "hidden": 32, "glimpse_hidden": 16, "glimpse_size": 12, "scales": 3,
-        "scale_factor": 2, "loc_std": 0.11, "sensor": "fc", "core": "lstm", "start": "centre",
+        "scale_factor": 2, "loc_std": 0.11, "sensor": "fc", "core": "lstm", "start": "centre", "glimpse_combine": "sum",
     }
     # every loss term with its defaults
     assert set(spec["loss"]) == {"classification", "reinforce", "location"}
     assert spec["loss"]["location"]["gamma_start"] == 1.0 and spec["loss"]["location"]["weight"] == 1.0
+    assert spec["loss"]["location"]["normalize"] == "batch"  # the seed's rule
     assert spec["loss"]["reinforce"]["baseline_weight"] == 1.0
     assert spec["dataset"]["type"] == "cmnist" and spec["dataset"]["canvas"] == [60, 60]
     assert spec["dataset"]["digits"] == "mnist-mini"
@@ -204,7 +205,7 @@ def test_annotations_zero_means_plain_rl(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("value", "needle"),
-    [("150%", "between 0% and 100%"), ("40", "share"), ("lots", "share"), ("-1%", "share")],
+    [("150%", "between 0% and 100%"), ("lots", "share"), ("-1%", "share"), ("1.5", "count")],
 )
 def test_bad_annotations_are_one_line_errors(tmp_path, capsys, value, needle):
     code, _, err = train_main(capsys, tmp_path / "run.safetensors", "--annotations", value)
@@ -221,7 +222,7 @@ def test_annotations_count_with_a_data_file(h5_files, tmp_path, capsys):
     )
     assert code == 0, err
     spec = spec_of(out)
-    assert spec["annotations"] == pytest.approx(10 / 40)
+    assert (spec["annotations"], spec["annotation_pool"]) == (0.0, 10)  # 10 of the file's 40 images
     assert spec["data"] == str(h5_files["train"])
     assert spec["dataset"]["type"] == "cmnist" and spec["dataset"]["canvas"] == [60, 60]  # from the file
     code, _, err = run_main(

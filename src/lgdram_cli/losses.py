@@ -5,10 +5,13 @@ All the REINFORCE and location-guidance arithmetic lives here, in small function
     reward      r    = 1[argmax logits == label]                      (no gradient)
     advantage   A_t  = r − b_t.detach()        (reinforce: learned baseline b_t)
                 A    = r − mean(r of the other M−1 replicas)          (rloo)
-    policy      L_π  = −mean_{batch, t} log π(l_t) · A_t  (gradient reaches the location net
-                                                            only through log π, via the means)
+    policy      L_π  = −mean_{batch, t} log π(a_t) · A_t  (gradient reaches the location net
+                                                            only through log π, via the means;
+                                                            a_t is the unclamped sampled action)
     baseline    L_b  = mean (b_t − r)²                    (trains the baseline head only)
-    location    L_lg = γ(step) · mean_annotated Σ_t ‖mean_t − centre‖²
+    location    L_lg = γ(step) · (1/D) Σ_rows annotated_i · Σ_t ‖mean_t − centre‖²
+                D    = all N rows of the batch (normalize="batch", the seed's) or the
+                       annotated rows only (normalize="annotated")
                 γ(step) = max(γ_min, γ_0 · decay^(step // decay_every))
 
 Every term's `value` is already multiplied by its `weight` (and γ): the total is their sum.
@@ -19,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -98,8 +101,17 @@ def leave_one_out(reward: torch.Tensor, replicas: int) -> torch.Tensor:
     return ((r.sum(1, keepdim=True) - r) / (replicas - 1)).reshape(-1)
 
 
-def location_error(means: torch.Tensor, centers: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
-    """Σ_t ‖mean_t − centre‖² averaged over annotated rows; exactly 0 (not NaN) when none is.
+def location_error(
+    means: torch.Tensor, centers: torch.Tensor, annotated: torch.Tensor, normalize: str = "annotated"
+) -> torch.Tensor:
+    """Σ_t ‖mean_t − centre‖² summed over annotated rows, divided by the number of annotated
+    rows (`normalize="annotated"`) or of all rows (`"batch"`); exactly 0 (not NaN) when no row
+    is annotated.
+
+    "batch" is the LG-DRAM seed's rule: the term's expected weight scales with the annotated
+    share, so 1 % annotations give a steady, weak pull. "annotated" gives every batch that holds
+    an annotated image the full-strength term: spiky at small shares (at 1 % and batch 32, about
+    27 % of batches pull with the weight of a fully annotated one).
 
     Unannotated rows may hold any centre, NaN included: it is replaced before any arithmetic,
     since NaN·0 would still poison the value and the gradient.
@@ -107,6 +119,8 @@ def location_error(means: torch.Tensor, centers: torch.Tensor, annotated: torch.
     centers = torch.where(annotated[:, None], centers, torch.zeros_like(centers))
     per_row = ((means - centers[:, None, :]) ** 2).sum(dim=(1, 2))  # [N]
     mask = annotated.to(per_row.dtype)
+    if normalize == "batch":
+        return (per_row * mask).sum() / max(per_row.shape[0], 1)
     return (per_row * mask).sum() / mask.sum().clamp(min=1.0)
 
 
@@ -188,6 +202,8 @@ class ReinforceLoss(Loss):
 
 
 class LocationConfig(LossConfig):
+    #: divide the summed squared error by all rows ("batch", the seed's) or by annotated rows
+    normalize: Literal["batch", "annotated"] = "batch"
     gamma_start: float = 1.0
     decay: float = 0.97
     #: steps between decays: 0.97^(step/100) halves γ about every 2,300 steps, so the guidance
@@ -221,7 +237,7 @@ class LocationLoss(Loss):
     def __call__(self, out: ModelOutput, batch: LossBatch, step: int) -> LossTerm:
         self._needs(out, "means")
         gamma = self.gamma(step)
-        err = location_error(out.means, batch.centers.to(out.means.dtype), batch.annotated)
+        err = location_error(out.means, batch.centers.to(out.means.dtype), batch.annotated, self.config.normalize)
         # "error" is 0.0 when no row is annotated (see "annotated", the fraction that is)
         metrics = {"gamma": gamma, "error": err.detach(), "annotated": batch.annotated.float().mean()}
         return LossTerm(self.config.weight * gamma * err, metrics)

@@ -26,25 +26,16 @@ def progress(**kwargs: Any) -> Any:
     )
 
 
-def parse_annotations(text: str | float | int, n: int | None = None) -> float:
-    """'1%' → 0.01; '40' (a count) → 40 / n. Returns the annotated share in [0, 1]."""
-    s = str(text).strip()
-    m = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*%", s)
-    if m:
-        share = float(m.group(1)) / 100
-        if share > 1:
-            raise UserError(f"--annotations {s}: a share must be between 0% and 100%")
+def parse_annotations(text: str | float | int, n: int) -> float:
+    """The annotated share of a fixed set of `n` samples: '1%' → 0.01; '40' (a count) → 40 / n."""
+    from lgdram_cli.training.spec import parse_annotations as parse
+
+    share, count = parse(text, "--annotations")
+    if count is None:
         return share
-    if re.fullmatch(r"\d+", s):
-        count = int(s)
-        if count == 0:
-            return 0.0
-        if n is None:
-            raise UserError(f"--annotations {s}: give a share such as 1% (a count needs a fixed dataset size)")
-        if count > n:
-            raise UserError(f"--annotations {count} is more than the {n} samples; use at most {n} or a share like 1%")
-        return count / n if n else 0.0
-    raise UserError(f"--annotations '{s}': use a share such as 1% or 0.5%, or a whole count such as 40")
+    if count > n:
+        raise UserError(f"--annotations {count} is more than the {n} samples; use at most {n} or a share like 1%")
+    return count / n if n else 0.0
 
 
 def resolve_device(name: str | None, default: str = "auto") -> Any:

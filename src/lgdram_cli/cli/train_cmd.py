@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from lgdram_cli.cli.common import err, out, parse_annotations, progress, resolve_device, set_threads
+from lgdram_cli.cli.common import err, out, progress, resolve_device, set_threads
 
 SetOpt = Annotated[
     Optional[list[str]],
@@ -30,13 +30,14 @@ def train_spec(
 ) -> Any:
     """Assemble the TrainSpec: checkpoint (resume) ← spec file ← options ← --set overrides."""
     from lgdram_cli.data.h5io import CanvasFile
-    from lgdram_cli.data.presets import resolve_dataset
+    from lgdram_cli.data.presets import resolve_dataset, resolve_spec_file
+    from lgdram_cli.errors import UserError
     from lgdram_cli.specs import apply_overrides, read_spec_file, validate
-    from lgdram_cli.training.spec import TrainSpec
+    from lgdram_cli.training.spec import TrainSpec, parse_annotations
 
     spec: dict[str, Any] = dict(resume_from or {})
     if spec_file:
-        spec.update(read_spec_file(spec_file))
+        spec.update(read_spec_file(resolve_spec_file(spec_file)))
     if dataset:
         spec["dataset"] = resolve_dataset(dataset)
     file_n = None
@@ -51,7 +52,10 @@ def train_spec(
         spec["model"] = current if current.get("type") == model else {"type": model}
     spec.update({k: (str(v) if isinstance(v, Path) else v) for k, v in fields.items() if v is not None})
     if annotations is not None:
-        spec["annotations"] = parse_annotations(annotations, file_n)
+        share, pool = parse_annotations(annotations, "--annotations")
+        if pool is not None and file_n is not None and pool > file_n:
+            raise UserError(f"--annotations {pool} is more than the {file_n} images of {data}; use at most {file_n} or a share like 1%")
+        spec["annotations"], spec["annotation_pool"] = share, pool
     for section in ("dataset", "model", "loss"):  # so `--set model.core=rnn` edits the default model
         if section not in spec:
             spec[section] = TrainSpec.model_fields[section].default_factory()
@@ -67,14 +71,14 @@ def train(
     data: Annotated[Optional[Path], typer.Option(help="Train on this HDF5 file instead of generating on the fly.")] = None,
     test_data: Annotated[Optional[Path], typer.Option(help="Evaluate on this HDF5 file.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model: ram, dram, fc, cnn or a plugin \\[default: ram].")] = None,
-    annotations: Annotated[Optional[str], typer.Option(help="Images with location annotation: a share (1%) or a count; 0 = plain RL.")] = None,
+    annotations: Annotated[Optional[str], typer.Option(help="Location annotations: a share (1%: each training image annotated with that probability) or a count (100: a fixed, seeded pool of that many annotated canvases); 0 = plain RL.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps \\[default: 3000].")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step \\[default: 32].")] = None,
     mc: Annotated[Optional[int], typer.Option("--mc", help="Monte-Carlo replicas per image \\[default: 10].")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed \\[default: 0].")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Steps between evaluations \\[default: 250].")] = None,
     eval_n: Annotated[Optional[int], typer.Option(help="Held-out canvases per evaluation \\[default: 1000].")] = None,
-    spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Run spec file (TOML/JSON/YAML).")] = None,
+    spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Run spec file (TOML/JSON/YAML) or a shipped experiment recipe name (ldram-cmnist-100).")] = None,
     sets: SetOpt = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda[:N] \\[default: $LGDRAM_DEVICE, else auto].")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads \\[default: 1, see README].")] = None,

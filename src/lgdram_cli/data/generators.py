@@ -7,7 +7,7 @@ that returns a `CanvasBatch`. Plugins subclass `DatasetGenerator` the same way.
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 import torch
@@ -102,6 +102,13 @@ class CanvasConfig(DatasetConfig):
     distractor_size: int = Field(8, ge=1, le=DIGIT, description="side of a distractor patch (pixels)")
     colour: bool = Field(False, description="random RGB colour for the digit and each distractor")
     digits: str = Field("mnist", description="digit source: mnist, mnist-mini, fashion-mnist or idx:DIR")
+    test_digits: Optional[str] = Field(
+        None, description="digit source of the test split (default: digits), e.g. idx:DIR of MNIST's t10k files"
+    )
+
+    def source(self, split: str) -> str:
+        """The digit source `split` draws from (targets and distractors alike)."""
+        return self.test_digits if split == "test" and self.test_digits else self.digits
 
     @field_validator("canvas", mode="before")
     @classmethod
@@ -159,7 +166,7 @@ class CanvasTask(DatasetGenerator):
 
     def _prepared(self, split: str) -> tuple[DigitSet, torch.Tensor, torch.Tensor, torch.Tensor]:
         if split not in self._splits:
-            ds = load_digits(self.config.digits, split)
+            ds = load_digits(self.config.source(split), split)
             images = torch.from_numpy(np.ascontiguousarray(ds.images))
             self._splits[split] = (ds, images, torch.from_numpy(ds.labels), digit_boxes(images))
         return self._splits[split]
@@ -207,9 +214,15 @@ class CanvasTask(DatasetGenerator):
 
     def resolved_config(self) -> dict[str, Any]:
         out = super().resolved_config()
-        if self._splits:  # record the source really used (e.g. the mnist-mini fallback)
-            out["digits"] = next(iter(self._splits.values()))[0].source
+        for split, (ds, *_) in self._splits.items():  # the sources really used (e.g. a fallback)
+            out["test_digits" if split == "test" and self.config.test_digits else "digits"] = ds.source
         return out
+
+    @property
+    def train_size(self) -> int:
+        """Distinct training digits: the size of the training set a fixed annotation pool is
+        measured against (`annotation_pool`)."""
+        return len(self.digits("train").labels)
 
     def provenance(self, split: str) -> dict[str, str]:
         ds = self.digits(split)

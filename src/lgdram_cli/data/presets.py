@@ -18,17 +18,35 @@ from lgdram_cli.specs import read_spec_file
 SUFFIXES = (".toml", ".json", ".yaml", ".yml")
 
 
-def preset_dir() -> Path:
-    """Installed wheels carry the presets as package data; a source checkout has `datasets/`."""
-    packaged = Path(str(resources.files("lgdram_cli") / "presets"))
+def preset_dir(packaged_as: str = "presets", checkout: str = "datasets") -> Path:
+    """Installed wheels carry the presets as package data; a source checkout has `datasets/`
+    (and `experiments/` for the experiment recipes, packaged as `lgdram_cli/experiments`)."""
+    packaged = Path(str(resources.files("lgdram_cli") / packaged_as))
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parents[3] / "datasets"
+    return Path(__file__).resolve().parents[3] / checkout
 
 
 def presets() -> dict[str, Path]:
     directory = preset_dir()
     return {p.stem: p for p in sorted(directory.glob("*.toml"))} if directory.is_dir() else {}
+
+
+def experiments() -> dict[str, Path]:
+    """The shipped experiment recipes (whole run specs, one per row of docs/results.md)."""
+    directory = preset_dir("experiments", "experiments")
+    return {p.stem: p for p in sorted(directory.glob("*.toml"))} if directory.is_dir() else {}
+
+
+def resolve_spec_file(name: str | Path) -> Path:
+    """`--spec` takes a path or the name of a shipped experiment recipe (`ldram-cmnist-100`)."""
+    path = Path(name)
+    if path.exists() or path.suffix in SUFFIXES:
+        return path
+    found = experiments()
+    if str(name) in found:
+        return found[str(name)]
+    raise unknown_name("spec file or experiment recipe", str(name), set(found))
 
 
 def describe(path: Path) -> str:

@@ -6,7 +6,8 @@
                `mnist-mini` with a warning and records the source actually used.
 `mnist-mini`   4,000 train / 1,000 test real MNIST training digits bundled with lgdram.
 `fashion-mnist` Fashion-MNIST IDX (Debian's `dataset-fashion-mnist` is detected).
-`idx:DIR`      any directory holding `train-*`/`t10k-*` IDX files in the MNIST naming.
+`idx:DIR`      any directory holding `train-*`/`t10k-*` IDX files in the MNIST naming (for the
+              train split, also a single `NAME-images-idx3-ubyte` / `NAME-labels-idx1-ubyte` pair).
 """
 
 from __future__ import annotations
@@ -155,13 +156,27 @@ def _find_or_download(
     return target
 
 
+def _single_pair(directory: Path) -> tuple[Path, Path] | None:
+    """The one `<name>-images-idx3-ubyte[.gz]` / `<name>-labels-idx1-ubyte[.gz]` pair in
+    `directory` whose name does not start with t10k (a training subset such as mnist-5k)."""
+    images = [p for p in directory.glob("*-images-idx3-ubyte*") if not p.name.startswith("t10k")]
+    if len(images) != 1:
+        return None
+    prefix, _, ext = images[0].name.partition("-images-idx3-ubyte")
+    labels = directory / f"{prefix}-labels-idx1-ubyte{ext}"
+    return (images[0], labels) if labels.is_file() else None
+
+
 def _read_split(directory: Path, split: str, source: str) -> DigitSet:
     image_name, label_name = FILES[split]
     image_path, label_path = _locate(directory, image_name), _locate(directory, label_name)
+    if (image_path is None or label_path is None) and split == "train" and source.startswith("idx:"):
+        image_path, label_path = _single_pair(directory) or (None, None)
     if image_path is None or label_path is None:
+        hint = "; give the test digits their own source with dataset.test_digits=idx:DIR" if split == "test" else ""
         raise UserError(
             f"digit source {source}: {directory} has no {split} split "
-            f"(expected {image_name} and {label_name}, gzipped or not)"
+            f"(expected {image_name} and {label_name}, gzipped or not){hint}"
         )
     image_bytes, label_bytes = idx.read_bytes(image_path), idx.read_bytes(label_path)
     images = idx.parse_images(image_bytes, image_path)

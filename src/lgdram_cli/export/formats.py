@@ -122,7 +122,7 @@ def model_card(run: LoadedRun, gif: str | None) -> str:
         "|---|---|",
         f"| model | `{json.dumps(model, sort_keys=True)}` |",
         f"| dataset | `{json.dumps(ds, sort_keys=True)}` |",
-        f"| location annotations | {100 * float(spec.get('annotations', 0)):.2f} % of training images |",
+        f"| location annotations | {_annotations(spec)} |",
         f"| training steps | {run.step} (batch {spec.get('batch_size')} × {spec.get('mc')} Monte-Carlo replicas) |",
         f"| test accuracy | {acc} on {m.get('n', '?')} held-out canvases (digits never seen in training) |",
         f"| mean location error | {loc} |",
@@ -134,3 +134,10 @@ def model_card(run: LoadedRun, gif: str | None) -> str:
     if gif:
         lines += ["## Where it looks", "", f"![glimpses]({gif})", ""]
     return "\n".join(lines)
+
+
+def _annotations(spec: dict) -> str:
+    """The run's annotation budget in words: a share of the training images or a fixed pool."""
+    if spec.get("annotation_pool"):
+        return f"a fixed pool of {spec['annotation_pool']} annotated canvases"
+    return f"{100 * float(spec.get('annotations', 0)):.2f} % of training images"

@@ -35,8 +35,12 @@ class ModelOutput:
     step_logits: torch.Tensor | None = None  # [B, T, classes]: prediction after each glimpse (eval mode)
     locations: torch.Tensor | None = None  # [B, T, 2]: where each glimpse was taken (no grad)
     means: torch.Tensor | None = None  # [B, P, 2]: policy means (grad → location net, core)
-    log_probs: torch.Tensor | None = None  # [B, P]: log π(l) of the locations taken (grad via means only)
+    log_probs: torch.Tensor | None = None  # [B, P]: log π(a) of the actions taken (grad via means only)
     baselines: torch.Tensor | None = None  # [B, P]: predicted reward (grad → baseline net only)
+    #: [B, P, 2]: the sampled actions a ~ N(mean, σ²) before clamping (no grad). The last P
+    #: `locations` are these clamped to [-1, 1], where the retina reads; `log_probs` is scored
+    #: at the unclamped action, so the score function stays unbiased near the border.
+    actions: torch.Tensor | None = None
 
 
 class Model(nn.Module):

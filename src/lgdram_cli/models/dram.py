@@ -24,6 +24,8 @@ from lgdram_cli.models.ram import AttentionConfig, AttentionModel
 
 class DRAMConfig(AttentionConfig):
     type: str = "dram"
+    #: Ba et al. and the LG-DRAM seed use two scales of 12×12 for DRAM (RAM: three)
+    scales: int = 2
     #: side the whole image is area-averaged down to for the context network (None: 2·glimpse_size)
     context_size: int | None = None
 
@@ -90,14 +92,18 @@ class DRAM(AttentionModel):
             r2 = r2.repeat_interleave(replicas, dim=0)
         noise = self._noise(n, T, images, deterministic)
         bottom, top = self.core.init_state(), self.top.init_state(r2)
-        states, tops, means, locations = [], [], [], []
+        states, tops, means, locations, actions = [], [], [], [], []
         for t in range(T):
             tops.append(r2)
             means.append(torch.tanh(self.locator(r2)))
-            loc = self._act(means[-1], None if noise is None else noise[:, t])
+            actions.append(self._act(means[-1], None if noise is None else noise[:, t]))
+            loc = self.look(actions[-1])
             locations.append(loc)
             r1, bottom = self.core(self.glimpse(self.retina.glimpse(sensed, loc, replicas), loc), bottom)
             states.append(r1)
             if t < T - 1:
                 r2, top = self.top(r1, top)
-        return self._output(torch.stack(states), torch.stack(tops), torch.stack(means), torch.stack(locations))
+        return self._output(
+            torch.stack(states), torch.stack(tops), torch.stack(means), torch.stack(locations),
+            actions=torch.stack(actions),
+        )

@@ -1,8 +1,14 @@
 """RAM, the recurrent attention model of Mnih et al. (2014), and the parts DRAM shares with it.
 
 One step: retina patches at l_t → glimpse network → recurrent core → h_t; the location
-network reads h_t and proposes l_{t+1} ~ N(tanh(W·h_t), σ²). The first glimpse is taken at the
-image centre (0, 0), deterministically, so RAM makes P = T − 1 policy decisions.
+network reads h_t and proposes an action a_{t+1} ~ N(tanh(W·h_t), σ²); the next glimpse is
+taken at l_{t+1} = clamp(a_{t+1}, −1, 1). The first glimpse is taken at the image centre
+(0, 0), deterministically, so RAM makes P = T − 1 policy decisions.
+
+log π is scored at the unclamped action a, not at the clamped l: near the border the clamp
+piles probability mass onto ±1, and the score (l − μ)/σ² at the clamped value then has a
+non-zero mean (−0.89/σ at μ = 0.9), a bias that pushes every policy mean away from the edge.
+At a the score's mean is exactly 0 (tests/test_models.py checks it by Monte Carlo).
 
 Gradient rules (the usual bugs of public RAM code, avoided on purpose):
 - a sampled location is detached before it is fed to the next glimpse, so the policy gradient
@@ -49,6 +55,9 @@ class AttentionConfig(ModelConfig):
     loc_std: float = 0.11
     sensor: Literal["fc", "conv"] = "fc"
     core: CoreName = "lstm"
+    #: how the glimpse network merges "what" and "where": "sum" (Mnih et al. 2014, the seed's
+    #: code) or "product" (Ba et al. 2014: ReLU(what) ⊙ ReLU(where))
+    glimpse_combine: Literal["sum", "product"] = "sum"
 
     @model_validator(mode="after")
     def _check(self) -> AttentionConfig:
@@ -63,14 +72,18 @@ class AttentionConfig(ModelConfig):
 
 
 class GlimpseNetwork(nn.Module):
-    """g = ReLU(A·what(patches) + B·where(l)), what/where each one ReLU layer of `glimpse_hidden`.
+    """g = ReLU(A·what(patches) + B·where(l)), what/where each one ReLU layer of `glimpse_hidden`;
+    with combine="product" (Ba et al. 2014), g = ReLU(A·what(patches) + a) ⊙ ReLU(B·where(l)).
 
     sensor="fc": `what` is a linear layer on the flattened patches; sensor="conv": two small
     convolutions (16, 32 channels, the second with stride 2) then a linear projection.
     """
 
-    def __init__(self, in_channels: int, size: int, glimpse_hidden: int, hidden: int, sensor: str) -> None:
+    def __init__(
+        self, in_channels: int, size: int, glimpse_hidden: int, hidden: int, sensor: str, combine: str = "sum"
+    ) -> None:
         super().__init__()
+        self.combine = combine
         if sensor == "fc":
             self.what: nn.Module = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * size * size, glimpse_hidden))
         else:
@@ -90,6 +103,8 @@ class GlimpseNetwork(nn.Module):
     def forward(self, patches: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
         what = self.what_out(F.relu(self.what(patches)))
         where = F.relu(self.where(loc))
+        if self.combine == "product":
+            return F.relu(what) * F.relu(self.where_out(where))
         return F.relu(torch.addmm(what, where, self.where_out.weight.t()))
 
 
@@ -116,7 +131,9 @@ class AttentionModel(Model):
                 f"{size[0]}x{size[1]} canvas; lower scales, scale_factor or glimpse_size"
             )
         self.retina = Retina(c.glimpse_size, c.scales, c.scale_factor)
-        self.glimpse = GlimpseNetwork(channels * c.scales, c.glimpse_size, c.glimpse_hidden, c.hidden, c.sensor)
+        self.glimpse = GlimpseNetwork(
+            channels * c.scales, c.glimpse_size, c.glimpse_hidden, c.hidden, c.sensor, c.glimpse_combine
+        )
         self.locator = nn.Linear(c.hidden, 2)  # mean = tanh(locator(h))
         self.baseline = nn.Linear(c.hidden, 1)  # reads detached states only
         self.classifier = nn.Linear(c.hidden, classes)
@@ -136,9 +153,15 @@ class AttentionModel(Model):
 
     @staticmethod
     def _act(mean: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        """The location actually used: the mean, or a clamped sample; detached either way."""
+        """The action: the mean, or a sample mean + σ·ε, detached either way and NOT clamped
+        (log π is scored here; `look` clamps it to where the retina can read)."""
         mean = mean.detach()
-        return mean if noise is None else (mean + noise).clamp(-1.0, 1.0)
+        return mean if noise is None else mean + noise
+
+    @staticmethod
+    def look(action: torch.Tensor) -> torch.Tensor:
+        """Where a glimpse is taken for `action`: clamped to the image, [-1, 1]."""
+        return action.clamp(-1.0, 1.0)
 
     def _output(
         self,
@@ -148,12 +171,14 @@ class AttentionModel(Model):
         locations: torch.Tensor,
         final: torch.Tensor | None = None,
         baselines: torch.Tensor | None = None,
+        actions: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Heads applied to all steps at once (one matmul each, not one per step); inputs are
         time-major: the T `states` [T, n, hidden] feed the classifier, the P `decision_states`
         [P, n, hidden] the baseline, and the P decisions (`means` [P, n, 2]) chose the last P of
         the T `locations` [T, n, 2]; `final` (default: the last state) feeds the prediction;
-        `baselines` [P, n], when given, were already computed (RAM's fused loop does).
+        `baselines` [P, n], when given, were already computed (RAM's fused loop does);
+        `actions` [P, n, 2] are the unclamped samples (default: the last P locations).
         Outputs are row-major ([n, T, …]), as `ModelOutput` says.
         """
         # Per-glimpse predictions are for evaluation and pictures; training needs only the final
@@ -173,13 +198,18 @@ class AttentionModel(Model):
         else:  # a single-glimpse RAM makes no decision
             mean = logits.new_zeros(n, 0, 2)
             baselines = logits.new_zeros(n, 0)
+        if actions is None:
+            act = where[:, where.shape[1] - mean.shape[1] :]
+        else:
+            act = actions.transpose(0, 1).contiguous() if actions.shape[0] else mean.detach()
         return ModelOutput(
             logits=logits,
             step_logits=step_logits,
             locations=where,
             means=mean,
-            log_probs=gaussian_log_prob(where[:, where.shape[1] - mean.shape[1] :], mean, self.config.loc_std),
+            log_probs=gaussian_log_prob(act, mean, self.config.loc_std),
             baselines=baselines,
+            actions=act,
         )
 
 
@@ -216,6 +246,7 @@ class RAM(AttentionModel):
             and torch.is_grad_enabled()
             and not exporting()
             and self.config.sensor == "fc"
+            and self.config.glimpse_combine == "sum"
             and type(self.glimpse) is GlimpseNetwork
             and type(self.retina) is Retina
             and type(self.core) is Core
@@ -238,16 +269,23 @@ class RAM(AttentionModel):
             shared = self.share_first and replicas > 1 and (self.config.start == "centre" or deterministic)
             plan = LoopPlan(self.retina, sensed, replicas, T, self.config.core, shared_first=shared)
             H, last, M, L, baselines = GlimpseLoop.apply(plan, loc, noise, *weights_of(self))
-            return self._output(H, H[:-1], M, L, final=last, baselines=baselines)
+            # the loop reads clamp(M + noise); log π is scored at the unclamped M + noise
+            actions = M.detach() if noise is None else M.detach() + noise.transpose(0, 1)
+            return self._output(H, H[:-1], M, L, final=last, baselines=baselines, actions=actions)
         state = self.core.init_state()
-        states, means, locations = [], [], [loc]
+        states, means, locations, actions = [], [], [loc], []
         for t in range(T):
             g = self.glimpse(self.retina.glimpse(sensed, loc, replicas), loc)
             h, state = self.core(g, state)
             states.append(h)
             if t < T - 1:
                 means.append(torch.tanh(self.locator(h)))
-                loc = self._act(means[-1], None if noise is None else noise[:, t])
+                actions.append(self._act(means[-1], None if noise is None else noise[:, t]))
+                loc = self.look(actions[-1])
                 locations.append(loc)
         H = torch.stack(states)
-        return self._output(H, H[:-1], torch.stack(means) if means else H.new_zeros(0, n, 2), torch.stack(locations))
+        none = H.new_zeros(0, n, 2)
+        return self._output(
+            H, H[:-1], torch.stack(means) if means else none, torch.stack(locations),
+            actions=torch.stack(actions) if actions else none,
+        )

@@ -2,6 +2,15 @@
 
 Both are pure functions of (seed, step, rank): batch `step` is the same whether a run was
 interrupted and resumed or not, so no data-loader state needs saving.
+
+Location annotations come as a share or as a fixed budget (`annotation_pool`):
+- a share p on the fly: every fresh canvas is annotated with probability p (the seed's
+  stream: a 30k-step run at p = 1 % and batch 32 sees ~9,600 distinct annotated canvases);
+- a pool of K on the fly: K canvases are made once (seeded) and are the only annotated ones.
+  Each image of a batch is one of them with probability K / N, N = the number of training
+  digits (what a fixed training set of one canvas per digit, K of them annotated, would give),
+  otherwise a fresh, unannotated canvas;
+- with an HDF5 file, a share p or a count K picks a fixed, seeded subset of the file's images.
 """
 
 from __future__ import annotations
@@ -31,31 +40,59 @@ def _step_generator(seed: int, step: int, rank: int, salt: int) -> torch.Generat
     return chunk_generator(seed * 7919 + salt, step * 1024 + rank)
 
 
-class OnTheFlyFeed:
-    """Fresh canvases every step (the seed's infinite stream); each annotated with probability P."""
+#: The seed of a run's fixed annotation pool is derived from the run's seed with this salt, so
+#: the pool never repeats canvases of the training stream.
+POOL_SALT = 0x9E3779B9
 
-    def __init__(self, generator: DatasetGenerator, seed: int, annotations: float, batch_size: int, world_size: int):
+
+class OnTheFlyFeed:
+    """Fresh canvases every step (the seed's infinite stream), annotated with probability
+    `annotations`, or drawn from a fixed pool of `pool` annotated canvases (module docstring)."""
+
+    def __init__(
+        self, generator: DatasetGenerator, seed: int, annotations: float, batch_size: int, world_size: int,
+        pool: int | None = None, device: torch.device | str = "cpu",
+    ) -> None:  # fmt: skip
         self.generator, self.seed, self.share = generator, seed, annotations
         self.batch_size, self.world_size = batch_size, world_size
+        self.pool: CanvasBatch | None = None
+        if pool:
+            size = getattr(generator, "train_size", None)
+            if not size:
+                raise UserError(
+                    f"a fixed pool of {pool} annotated canvases needs a dataset with a known number of "
+                    "training digits; give --annotations as a share (1%) or train from a file (--data)"
+                )
+            self.pool_rate = min(1.0, pool / size)
+            self.pool = generator.generate(pool, "train", (seed + POOL_SALT) % 2**32, device)
 
     def batch(self, step: int, rank: int, device: torch.device) -> TrainBatch:
         start = (step * self.world_size + rank) * self.batch_size
         data = self.generator.generate(self.batch_size, "train", self.seed, device, start=start)
-        coin = torch.rand(self.batch_size, generator=_step_generator(self.seed, step, rank, 1))
-        return _to_train_batch(data, (coin < self.share).to(device), device)
+        g = _step_generator(self.seed, step, rank, 1)
+        coin = torch.rand(self.batch_size, generator=g)
+        if self.pool is None:
+            return _to_train_batch(data, (coin < self.share).to(device), device)
+        chosen = coin < self.pool_rate
+        which = torch.randint(0, len(self.pool.labels), (self.batch_size,), generator=g)[chosen]
+        rows = chosen.nonzero().squeeze(1)
+        parts = [t.clone() for t in data.to(device).tensors()]
+        for part, source in zip(parts, self.pool.to(device).tensors()):
+            part[rows.to(device)] = source[which.to(device)]
+        return _to_train_batch(CanvasBatch(*parts), chosen.to(device), device)
 
 
 class FileFeed:
     """Random batches (with replacement) from an lgdram-canvas HDF5 file.
 
     Annotated images: the file's `annotated` mask, narrowed to a seeded subset of
-    round(P·N) of them when `annotations` asks for fewer.
+    round(P·N) of them (or `pool` of them) when `annotations` asks for fewer.
     """
 
-    def __init__(self, file: CanvasFile, seed: int, annotations: float, batch_size: int):
+    def __init__(self, file: CanvasFile, seed: int, annotations: float, batch_size: int, pool: int | None = None):
         self.file, self.seed, self.batch_size = file, seed, batch_size
         available = np.flatnonzero(file.annotated())
-        want = int(round(annotations * file.n))
+        want = pool if pool else int(round(annotations * file.n))
         if want > len(available):
             warnings.warn(
                 f"--annotations asks for {want} annotated images but {file.path} marks only "

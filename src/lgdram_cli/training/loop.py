@@ -279,9 +279,14 @@ def _train(
     if spec.data:
         file = CanvasFile(spec.data)
         check_file_matches(file, setup.channels, setup.size, "the model")
-        feed: OnTheFlyFeed | FileFeed = FileFeed(file, spec.seed, spec.annotations, spec.batch_size)
+        feed: OnTheFlyFeed | FileFeed = FileFeed(
+            file, spec.seed, spec.annotations, spec.batch_size, pool=spec.annotation_pool
+        )
     else:
-        feed = OnTheFlyFeed(setup.generator, spec.seed, spec.annotations, spec.batch_size, world.size)
+        feed = OnTheFlyFeed(
+            setup.generator, spec.seed, spec.annotations, spec.batch_size, world.size,
+            pool=spec.annotation_pool, device=device,
+        )
     test_set = load_test_set(setup) if world.is_main else None
     resolved = setup.resolved()
     if world.is_main:
@@ -366,7 +371,7 @@ def _train(
 
 def _check_resumable(previous: dict[str, Any], setup: Setup, out: Path) -> None:
     now = setup.resolved()
-    fixed = ("model", "loss", "optim", "batch_size", "mc", "seed", "annotations", "data")
+    fixed = ("model", "loss", "optim", "batch_size", "mc", "seed", "annotations", "annotation_pool", "data")
     changed = [k for k in fixed if previous.get(k) != now.get(k)]
     if previous.get("dataset") != now["dataset"]:  # includes the digit source actually used
         changed.append("dataset")

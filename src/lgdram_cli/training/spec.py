@@ -8,9 +8,10 @@ the config model of the registry entry they name.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from lgdram_cli.specs import StrictModel
 
@@ -42,7 +43,16 @@ class TrainSpec(StrictModel):
         description="hybrid loss: registered loss name → its config (weight, schedule, ...)",
     )
     optim: OptimSpec = Field(default_factory=OptimSpec)
-    annotations: float = Field(0.0, ge=0, le=1, description="share of training images with location annotation")
+    annotations: float = Field(
+        0.0, ge=0, le=1,
+        description="share of training images with a location annotation: on the fly a fresh Bernoulli "
+        "stream (the seed's), with --data that share of the file's images",
+    )
+    annotation_pool: Optional[int] = Field(
+        None, ge=1,
+        description="a fixed budget of annotated canvases instead of a share: on the fly a seeded pool "
+        "of this many, reused throughout training; with --data this many of the file's images",
+    )
     steps: int = Field(3000, ge=0, description="training steps")
     batch_size: int = Field(32, gt=0, description="distinct images per step (per process)")
     mc: int = Field(10, gt=0, description="Monte-Carlo replicas of each image per step")
@@ -52,6 +62,48 @@ class TrainSpec(StrictModel):
     eval_seed: int = Field(1, ge=0, lt=2**32, description="seed of the held-out test canvases")
     log_every: int = Field(50, gt=0, description="steps between training-metric lines")
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints (0: at every evaluation)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _annotation_forms(cls, data: Any) -> Any:
+        """`annotations` also takes the command line's forms: "1%" (a share) or a whole count
+        ("100", or an integer in a spec file) for a fixed pool."""
+        if isinstance(data, dict) and "annotations" in data:
+            value = data["annotations"]
+            if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool) and value > 1):
+                share, pool = parse_annotations(value)
+                data = {**data, "annotations": share}
+                if pool is not None:
+                    data["annotation_pool"] = pool
+        return data
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> TrainSpec:
+        if self.annotation_pool is not None and self.annotations:
+            raise ValueError(
+                f"give either a share of annotated images (annotations={self.annotations}) or a fixed "
+                f"pool (annotation_pool={self.annotation_pool}), not both"
+            )
+        return self
+
+
+def parse_annotations(text: str | float | int, name: str = "annotations") -> tuple[float, int | None]:
+    """'1%' or 0.01 → (0.01, None), a share; '100' → (0.0, 100), a fixed pool of 100 annotated
+    canvases; '0' → (0.0, None), plain reinforcement learning."""
+    from lgdram_cli.errors import UserError
+
+    s = str(text).strip()
+    m = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*%", s)
+    if m:
+        share = float(m.group(1)) / 100
+        if share > 1:
+            raise UserError(f"{name} {s}: a share must be between 0% and 100%")
+        return share, None
+    if re.fullmatch(r"\d+", s):
+        return 0.0, (int(s) or None)
+    if re.fullmatch(r"(0?\.\d+|1\.0*|0\.?)", s):
+        return float(s), None
+    raise UserError(f"{name} '{s}': use a share such as 1% or 0.5%, or a whole count such as 100")
 
 
 def train_schema() -> dict[str, Any]:
