@@ -1,6 +1,13 @@
 """Training-step speed: lgdram vs a reference RAM in the most-used public PyTorch style, one run.
 
-    python bench/bench_train.py [--threads 1] [--steps 100] [--blocks 10]
+    python bench/bench_train.py [--threads 1] [--steps 100] [--blocks 10] [--section all|rnn|precision]
+
+Section `precision` (the paper-scale defaults, issue "training speed"): DRAM and RAM with the
+LSTM core on 100×100 `mcmnist`, batch 32 × M 10, each in fp32 and bf16 mixed precision,
+sampled in alternating blocks with the fp32 and bf16 1024² products: the fp32 step's share of
+the same-run fp32 matmul rate and the bf16 step as a ratio of the fp32 one.
+
+Section `rnn`:
 
 Configuration of the issue's target: RAM with a ReLU RNN core (`model.core=rnn`), 60×60
 cluttered canvases, 12×12 glimpses, 3 scales, 6 glimpses, hidden 256, glimpse/location
@@ -69,14 +76,75 @@ def reference_ms(steps: int, warmup: int, mc: int) -> float:
     return 1000 * sorted(times)[len(times) // 2]
 
 
+def product_seconds(dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> list[float]:
+    a, b, c = (torch.randn(n, n, dtype=dtype) for _ in range(3))
+    for _ in range(2):
+        torch.mm(a, b, out=c)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=c)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def precision_section(steps: int, warmup: int, blocks: int) -> dict[str, float]:
+    """fp32 and bf16 steps of DRAM and RAM-LSTM, interleaved with the 1024² product rates."""
+    cpu = torch.device("cpu")
+    timers = {
+        (model, p): StepTimer(
+            train_spec(dataset="mcmnist", model=model, sets=["dataset.digits=mnist-mini", f"precision={p}"],
+                       batch_size=32, mc=10, annotations="100%"), cpu)  # fmt: skip
+        for model in ("dram", "ram") for p in ("fp32", "bf16")
+    }
+    for t in timers.values():
+        t.run(warmup)
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in timers}
+    fp32, bf16 = [], []
+    per_block = max(1, steps // blocks)
+    for _ in range(blocks):
+        for key, t in timers.items():
+            times[key] += t.run(per_block)
+        fp32 += product_seconds(torch.float32)
+        bf16 += product_seconds(torch.bfloat16)
+    flop = 2 * 1024**3
+    rate32, rate16 = flop / median(fp32) / 1e9, flop / median(bf16) / 1e9
+    result: dict[str, float] = {"matmul_gflops_fp32": round(rate32, 1), "matmul_gflops_bf16": round(rate16, 1)}
+    for model in ("dram", "ram"):
+        name = "ram_lstm" if model == "ram" else model
+        ms32, ms16 = 1000 * median(times[(model, "fp32")]), 1000 * median(times[(model, "bf16")])
+        t = timers[(model, "fp32")]
+        result.update({
+            f"{name}_fp32_ms": round(ms32, 2),
+            f"{name}_gflop_per_step": round(t.flops / 1e9, 2),
+            f"{name}_gflop_per_step_nominal": round(t.nominal / 1e9, 2),
+            f"{name}_fp32_share_of_matmul_rate": round(t.flops / 1e9 / (ms32 / 1000) / rate32, 3),
+            f"{name}_fp32_nominal_share": round(t.nominal / 1e9 / (ms32 / 1000) / rate32, 3),
+            f"{name}_bf16_ms": round(ms16, 2),
+            f"{name}_bf16_over_fp32": round(ms16 / ms32, 3),
+        })  # fmt: skip
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--blocks", type=int, default=10, help="alternating blocks of M 10 steps and 1024² products")
+    ap.add_argument("--section", choices=("all", "rnn", "precision"), default="all")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    report: dict[str, float] = {"threads": args.threads}
+    if args.section in ("all", "precision"):
+        report.update(precision_section(args.steps, args.warmup, args.blocks))
+    if args.section in ("all", "rnn"):
+        report.update(rnn_section(args))
+    print(json.dumps(report))
+
+
+def rnn_section(args: argparse.Namespace) -> dict[str, float]:
+    """RAM with the ReLU RNN core on 60×60 against the reference implementation."""
     sets = ["model.core=rnn", "dataset.digits=mnist-mini"]
     cpu = torch.device("cpu")
 
@@ -102,8 +170,7 @@ def main() -> None:
     flop = 2 * 1024**3
     peak, peak_best = flop / median(products) / 1e9, flop / min(products) / 1e9
     best = timer.flops / min(steps) / 1e9
-    print(json.dumps({
-        "threads": args.threads,
+    return {
         "lgdram_ms_per_step_b32_m1": round(ours[1]["ms_per_step"], 2),
         "reference_ms_per_step_b32_m1": round(ref, 2),
         "speedup_vs_reference": round(ref / ours[1]["ms_per_step"], 2),
@@ -120,7 +187,7 @@ def main() -> None:
         # sharing off: slower, but every nominal FLOP is executed
         "unshared_ms_per_step_b32_m10": round(1000 * plain, 2),
         "unshared_share_of_matmul_rate_b32_m10": round(timer.nominal / plain / 1e9 / peak, 3),
-    }))
+    }
 
 
 if __name__ == "__main__":

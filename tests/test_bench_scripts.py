@@ -19,8 +19,17 @@ def run_json(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def test_bench_train_precision_section():
+    """DRAM and RAM-LSTM: the fp32 step's share of the same-run matmul rate, bf16 as a ratio."""
+    out = run_json("bench/bench_train.py", "--section", "precision", "--steps", "1", "--warmup", "1", "--blocks", "1")
+    for name in ("dram", "ram_lstm"):
+        for key in ("fp32_ms", "fp32_share_of_matmul_rate", "bf16_ms", "bf16_over_fp32"):
+            assert out[f"{name}_{key}"] > 0, key
+    assert out["matmul_gflops_fp32"] > 0 and out["matmul_gflops_bf16"] > 0
+
+
 def test_bench_train_reports_both_shares():
-    out = run_json("bench/bench_train.py", "--steps", "2", "--warmup", "1", "--blocks", "2")
+    out = run_json("bench/bench_train.py", "--section", "rnn", "--steps", "2", "--warmup", "1", "--blocks", "2")
     for key in (
         "lgdram_ms_per_step_b32_m1", "reference_ms_per_step_b32_m1", "lgdram_ms_per_step_b32_m10",
         "share_of_matmul_rate_b32_m10", "share_of_matmul_rate_b32_m10_best", "nominal_share_b32_m10",

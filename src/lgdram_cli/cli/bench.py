@@ -77,6 +77,7 @@ def bench_train(
     mc: Annotated[int, typer.Option("--mc", help="Monte-Carlo replicas per image.")] = 10,
     steps: Annotated[int, typer.Option(help="Timed steps.")] = 50,
     warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 10,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16 (mixed precision) \\[default: fp32].")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda[:N] \\[default: $LGDRAM_DEVICE, else cpu].")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -90,14 +91,21 @@ def bench_train(
     threads_used = set_threads(threads)
     from lgdram_cli.cli.train_cmd import train_spec
 
-    spec = train_spec(dataset=dataset, model=model, sets=sets, batch_size=batch_size, mc=mc, annotations="100%")
-    result = time_train_step(spec, resolve_device(device, "cpu"), steps=steps, warmup=warmup)
+    spec = train_spec(
+        dataset=dataset, model=model, sets=sets, batch_size=batch_size, mc=mc, annotations="100%", precision=precision
+    )
+    dev = resolve_device(device, "cpu")
+    from lgdram_cli.training.precision import check_precision
+
+    check_precision(spec.precision, dev)
+    result = time_train_step(spec, dev, steps=steps, warmup=warmup)
+    result["precision"] = spec.precision
     result["threads"] = threads_used
     if as_json:
         out.print_json(json.dumps(result))
     else:
         out.print(
             f"{result['ms_per_step']:.2f} ms/step, {result['images_per_s']:,.0f} images/s "
-            f"({model}, batch {batch_size} x mc {mc}, {result['device']}, {threads_used} thread(s)); "
+            f"({model}, {spec.precision}, batch {batch_size} x mc {mc}, {result['device']}, {threads_used} thread(s)); "
             f"{result['gflop_per_step']:.3f} GFLOP/step = {result['gflops']:.1f} GFLOP/s"
         )

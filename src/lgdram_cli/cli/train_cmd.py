@@ -78,6 +78,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Random seed \\[default: 0].")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Steps between evaluations \\[default: 250].")] = None,
     eval_n: Annotated[Optional[int], typer.Option(help="Held-out canvases per evaluation \\[default: 1000].")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32, or bf16 mixed precision (bf16 products, float32 weights, heads and losses) \\[default: fp32].")] = None,
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Run spec file (TOML/JSON/YAML) or a shipped experiment recipe name (ldram-cmnist-100).")] = None,
     sets: SetOpt = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda[:N] \\[default: $LGDRAM_DEVICE, else auto].")] = None,
@@ -107,7 +108,7 @@ def train(
     spec = train_spec(
         resume_from=previous, spec_file=spec_file, dataset=dataset, model=model, data=data,
         annotations=annotations, sets=sets, test_data=test_data, steps=steps, batch_size=batch_size,
-        mc=mc, seed=seed, eval_every=eval_every, eval_n=eval_n,
+        mc=mc, seed=seed, eval_every=eval_every, eval_n=eval_n, precision=precision,
     )
     set_threads(threads)
     from lgdram_cli.training.loop import train as run_training

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lgdram_cli.models.precision import autocasting, cell_step
+
 CoreName = Literal["lstm", "rnn", "gru"]
 State = tuple[torch.Tensor, ...]
 
@@ -40,6 +42,8 @@ class Core(nn.Module):
         return (h, torch.zeros_like(h)) if self.kind == "lstm" else (h,)
 
     def forward(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        if autocasting(x):  # bf16 products, float32 gates and state (models/precision.py)
+            return cell_step(self.kind, self.cell, x, state)
         if self.kind == "lstm":
             h, c = self.cell(x, state)
             return h, (h, c)

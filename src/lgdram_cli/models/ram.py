@@ -35,6 +35,7 @@ from torch import nn
 from lgdram_cli.errors import UserError
 from lgdram_cli.models.base import Model, ModelConfig, ModelOutput
 from lgdram_cli.models.cores import Core, CoreName
+from lgdram_cli.models.precision import autocasting, fp32
 from lgdram_cli.models.retina import Retina, exporting
 from lgdram_cli.models.unroll import GlimpseLoop, LoopPlan, weights_of
 
@@ -183,9 +184,9 @@ class AttentionModel(Model):
         """
         # Per-glimpse predictions are for evaluation and pictures; training needs only the final
         # one, and skipping the rest saves a skinny [n·T, hidden] × [hidden, classes] matmul pair.
-        step_logits = None if self.training else self.classifier(states).transpose(0, 1).contiguous()
+        step_logits = None if self.training else fp32(self.classifier, states).transpose(0, 1).contiguous()
         if step_logits is None:
-            logits = self.classifier(states[-1] if final is None else final)
+            logits = fp32(self.classifier, states[-1] if final is None else final)
         else:
             logits = step_logits[:, -1]
         where = locations.transpose(0, 1).contiguous()  # [n, T, 2]
@@ -193,7 +194,7 @@ class AttentionModel(Model):
         if means.shape[0]:
             mean = means.transpose(0, 1).contiguous()  # [n, P, 2]
             if baselines is None:  # detached: the baseline learns only from its regression
-                baselines = self.baseline(decision_states.detach()).squeeze(-1)
+                baselines = fp32(self.baseline, decision_states.detach()).squeeze(-1)
             baselines = baselines.t().contiguous()
         else:  # a single-glimpse RAM makes no decision
             mean = logits.new_zeros(n, 0, 2)
@@ -245,6 +246,7 @@ class RAM(AttentionModel):
             and self.training
             and torch.is_grad_enabled()
             and not exporting()
+            and not autocasting(self.locator.weight)  # bf16 runs the autograd path (models/precision.py)
             and self.config.sensor == "fc"
             and self.config.glimpse_combine == "sum"
             and type(self.glimpse) is GlimpseNetwork
@@ -279,7 +281,7 @@ class RAM(AttentionModel):
             h, state = self.core(g, state)
             states.append(h)
             if t < T - 1:
-                means.append(torch.tanh(self.locator(h)))
+                means.append(torch.tanh(fp32(self.locator, h)))
                 actions.append(self._act(means[-1], None if noise is None else noise[:, t]))
                 loc = self.look(actions[-1])
                 locations.append(loc)

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from lgdram_cli.models.precision import tanh
 from lgdram_cli.models.retina import Retina, RetinaState
 
 
@@ -85,12 +86,12 @@ def _core_step(
         gates = (x if h is None else x.addmm_(h, Whht)).add_(bias)
         i, f, g, o = gates.chunk(4, 1)
         zi, zf, zg, zo = Z.chunk(4, 1)
-        torch.sigmoid(i, out=zi), torch.sigmoid(f, out=zf), torch.tanh(g, out=zg), torch.sigmoid(o, out=zo)
+        torch.sigmoid(i, out=zi), torch.sigmoid(f, out=zf), tanh(g, out=zg), torch.sigmoid(o, out=zo)
         if c is None:
             torch.mul(zi, zg, out=C)
         else:
             torch.addcmul(zi * zg, zf, c, out=C)
-        torch.tanh(C, out=K)
+        tanh(C, out=K)
         torch.mul(zo, K, out=H)
     else:  # gru
         hw = bhh.expand(x.shape[0], -1) if h is None else torch.addmm(bhh, h, Whht)
@@ -99,7 +100,7 @@ def _core_step(
         hr, hz, hn = hw.chunk(3, 1)
         torch.sigmoid(xr + hr, out=zr), torch.sigmoid(xz + hz, out=zz)
         C.copy_(hn)
-        torch.tanh(torch.addcmul(xn, zr, hn), out=zn)
+        tanh(torch.addcmul(xn, zr, hn), out=zn)
         # h' = (1 − z)·ñ + z·h = ñ + z·(h − ñ)
         if h is None:
             torch.sub(zn, zz * zn, out=H)

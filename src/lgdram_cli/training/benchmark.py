@@ -26,7 +26,7 @@ def step_flops(setup: Any, batch: Any, M: int) -> float:
     optimizer = torch.optim.Adam(model.parameters(), lr=0.0)  # lr 0: counting must not train
     extra = {torch.ops.aten.addmm_: _inplace_matmul_flops}
     with FlopCounterMode(display=False, custom_mapping=extra) as counter:
-        train_step(model, setup.loss, optimizer, batch, 0, M, 1e9)
+        train_step(model, setup.loss, optimizer, batch, 0, M, 1e9, setup.spec.precision)
     return float(counter.get_total_flops())
 
 
@@ -70,7 +70,10 @@ class StepTimer:
         times = []
         for _ in range(steps):
             t0 = time.perf_counter()
-            train_step(self.model, self.setup.loss, self.optimizer, self.batch, self.step, self.spec.mc, self.spec.optim.clip)
+            train_step(
+                self.model, self.setup.loss, self.optimizer, self.batch, self.step, self.spec.mc,
+                self.spec.optim.clip, self.spec.precision,
+            )
             self._sync()
             times.append(time.perf_counter() - t0)
             self.step += 1

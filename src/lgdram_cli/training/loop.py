@@ -36,6 +36,7 @@ from lgdram_cli.training import checkpoint as ckpt
 from lgdram_cli.training import distributed
 from lgdram_cli.training.evaluate import evaluate
 from lgdram_cli.training.feed import FileFeed, OnTheFlyFeed, TrainBatch, check_file_matches
+from lgdram_cli.training.precision import check_precision, mixed_precision
 from lgdram_cli.training.spec import DEFAULT_LOSS, TrainSpec
 
 THRESHOLDS = (0.5, 0.8, 0.9)
@@ -130,7 +131,7 @@ def load_test_set(setup: Setup) -> CanvasBatch:
 
 def train_step(
     net: torch.nn.Module, loss: HybridLoss, optimizer: torch.optim.Optimizer, batch: TrainBatch,
-    step: int, replicas: int, clip: float,
+    step: int, replicas: int, clip: float, precision: str = "fp32",
 ) -> dict[str, float]:
     """One update: forward with sampled glimpses, hybrid loss, backward, clip, Adam step.
 
@@ -138,7 +139,8 @@ def train_step(
     not finite. The step's metrics are read from the device once, after the backward pass has
     been queued: on a GPU a read is a synchronisation, and one per metric stalled the queue.
     """
-    output = net(batch.images, replicas=replicas)
+    with mixed_precision(precision, batch.images.device):
+        output = net(batch.images, replicas=replicas)
     target = LossBatch(
         labels=batch.labels.repeat_interleave(replicas),
         centers=batch.centers.repeat_interleave(replicas, dim=0),
@@ -262,6 +264,7 @@ def _train(
     log: Callable[[str], None], progress: Any,
 ) -> dict[str, Any]:
     torch.manual_seed(spec.seed * 1000 + world.rank)
+    check_precision(spec.precision, device)
     setup = build(spec)
     model = setup.model.to(device)
     optimizer = make_optimizer(model, spec.optim.lr)
@@ -328,7 +331,7 @@ def _train(
                 group["lr"] = lr
             batch = feed.batch(step, world.rank, device)
             try:
-                terms = train_step(net, setup.loss, optimizer, batch, step, M, spec.optim.clip)
+                terms = train_step(net, setup.loss, optimizer, batch, step, M, spec.optim.clip, spec.precision)
             except FloatingPointError as exc:
                 raise RunFailure(
                     f"training diverged at step {step}: {exc}; the last good checkpoint {out} is kept "
@@ -371,7 +374,7 @@ def _train(
 
 def _check_resumable(previous: dict[str, Any], setup: Setup, out: Path) -> None:
     now = setup.resolved()
-    fixed = ("model", "loss", "optim", "batch_size", "mc", "seed", "annotations", "annotation_pool", "data")
+    fixed = ("model", "loss", "optim", "batch_size", "mc", "seed", "annotations", "annotation_pool", "data", "precision")
     changed = [k for k in fixed if previous.get(k) != now.get(k)]
     if previous.get("dataset") != now["dataset"]:  # includes the digit source actually used
         changed.append("dataset")

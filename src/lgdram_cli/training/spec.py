@@ -9,7 +9,7 @@ the config model of the registry entry they name.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -62,6 +62,11 @@ class TrainSpec(StrictModel):
     eval_seed: int = Field(1, ge=0, lt=2**32, description="seed of the held-out test canvases")
     log_every: int = Field(50, gt=0, description="steps between training-metric lines")
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints (0: at every evaluation)")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="fp32, or bf16 mixed precision: bf16 matrix products on float32 master weights and "
+        "optimizer state; heads, losses, log-probabilities and sampling in float32",
+    )
 
     @model_validator(mode="before")
     @classmethod

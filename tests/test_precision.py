@@ -1,0 +1,90 @@
+"""bf16 mixed precision: what runs in bf16, what stays float32, and where bf16 is refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lgdram_cli.models.dram import DRAM
+from lgdram_cli.models.precision import cell_step, tanh
+from lgdram_cli.models.ram import RAM
+from lgdram_cli.training import precision
+
+from helpers import assert_one_line_error, run_main
+
+torch.set_num_threads(1)
+SMALL = dict(glimpses=3, glimpse_size=6, scales=2, hidden=32, glimpse_hidden=16)
+needs_bf16 = pytest.mark.skipif(not precision.cpu_has_bf16(), reason="this CPU has no bf16 instructions")
+
+
+def test_fast_tanh_equals_tanh():
+    x = torch.linspace(-30, 30, 20001)
+    torch.testing.assert_close(tanh(x), torch.tanh(x), atol=3e-7, rtol=0)
+    out = torch.empty_like(x)
+    assert tanh(x, out=out) is out and torch.equal(out, tanh(x))
+    x64 = x.double().requires_grad_()
+    (g,) = torch.autograd.grad(tanh(x64).sum(), x64)
+    torch.testing.assert_close(g, 1 - torch.tanh(x64.detach()) ** 2)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_cell_step_is_the_torch_cell(kind):
+    """The decomposed cell (used under bf16 autocast) computes what torch's cell computes."""
+    torch.manual_seed(0)
+    cell = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell, "rnn": lambda i, h: torch.nn.RNNCell(i, h, nonlinearity="relu")}[kind](8, 8)  # fmt: skip
+    x, h, c = torch.randn(5, 8), torch.randn(5, 8), torch.randn(5, 8)
+    state = (h, c) if kind == "lstm" else (h,)
+    ours, new_state = cell_step(kind, cell, x, state)
+    theirs = cell(x, state if kind == "lstm" else h)
+    torch.testing.assert_close(ours, theirs[0] if kind == "lstm" else theirs, atol=1e-6, rtol=1e-5)
+    if kind == "lstm":
+        torch.testing.assert_close(new_state[1], theirs[1], atol=1e-6, rtol=1e-5)
+
+
+@needs_bf16
+@pytest.mark.parametrize("cls", [RAM, DRAM])
+def test_bf16_forward_keeps_heads_and_policy_in_float32(cls):
+    """Under bf16 autocast the products run in bf16, but logits, policy means, log-probs and
+    baselines are float32; they stay close to the fp32 forward; gradients are float32."""
+    torch.manual_seed(0)
+    model = cls(cls.Config(**SMALL), channels=1, size=(32, 40), classes=10)
+    x = torch.rand(4, 1, 32, 40, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(5)
+    ref = model(x, replicas=2)
+    torch.manual_seed(5)
+    with precision.mixed_precision("bf16", torch.device("cpu")):
+        assert not (cls is RAM and model._can_fuse())  # bf16 takes the autograd path
+        out = model(x, replicas=2)
+    for name in ("logits", "means", "log_probs", "baselines", "actions"):
+        assert getattr(out, name).dtype == torch.float32, name
+    torch.testing.assert_close(out.logits, ref.logits, atol=0.05, rtol=0.05)
+    torch.testing.assert_close(out.means, ref.means, atol=0.02, rtol=0.02)
+    (out.logits.sum() + out.log_probs.sum() + out.means.sum()).backward()
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights
+
+
+TINY = ["--dataset", "cmnist-60", "--steps", "3", "--batch-size", "4", "--mc", "2", "--eval-n", "8",
+        "--set", "dataset.digits=mnist-mini", "--set", "model.hidden=16", "--set", "model.glimpse_hidden=8",
+        "--set", "model.glimpses=2"]  # fmt: skip
+
+
+@needs_bf16
+def test_train_bf16_runs_and_records_its_precision(tmp_path, capsys):
+    from lgdram_cli.training.checkpoint import load_checkpoint
+
+    out = tmp_path / "run.safetensors"
+    code, _, err = run_main(["train", *TINY, "--set", "precision=bf16", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert load_checkpoint(out).spec["precision"] == "bf16"
+    # a run is resumed in the precision it was started with
+    code, _, err = run_main(["train", "--out", str(out), "--resume", "--steps", "4", "--set", "precision=fp32"], capsys)
+    assert_one_line_error(code, err, "precision")
+
+
+def test_bf16_is_refused_on_a_cpu_without_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    out = tmp_path / "run.safetensors"
+    code, _, err = run_main(["train", *TINY, "--set", "precision=bf16", "--out", str(out)], capsys)
+    assert_one_line_error(code, err, "bf16", "--precision fp32")
+    assert not out.exists()
