@@ -375,7 +375,9 @@ def _train(
 def _check_resumable(previous: dict[str, Any], setup: Setup, out: Path) -> None:
     now = setup.resolved()
     fixed = ("model", "loss", "optim", "batch_size", "mc", "seed", "annotations", "annotation_pool", "data", "precision")
-    changed = [k for k in fixed if previous.get(k) != now.get(k)]
+    # a key the checkpoint predates (e.g. `precision`) counts as its default
+    defaults = {k: TrainSpec.model_fields[k].default for k in fixed if k in TrainSpec.model_fields}
+    changed = [k for k in fixed if previous.get(k, defaults.get(k)) != now.get(k)]
     if previous.get("dataset") != now["dataset"]:  # includes the digit source actually used
         changed.append("dataset")
     if changed:
