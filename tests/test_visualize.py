@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from PIL import Image
+import torch
+from PIL import Image, ImageFont
 
 from helpers import assert_one_line_error, leftovers, run_main
+from lgdram_cli.data.canvas import CanvasBatch
+from lgdram_cli.models.base import ModelOutput
 from lgdram_cli.training import checkpoint as ckpt
 from lgdram_cli.viz import draw
+from lgdram_cli.viz.glimpses import dataset_sheet_image, glimpse_frames, glimpse_sheet_image, verdict
 
 
 def viz(capsys, *args: str) -> tuple[int, str, str]:
@@ -246,6 +251,213 @@ def test_patch_widths_of_the_trained_model(tiny_run):
 
     run = load_run(tiny_run)
     assert patch_widths(run.model) == [12, 24, 48]
+
+
+# ---------------------------------------------------------------- pictures that explain themselves
+
+GRID_PAD = 4  # draw.grid's padding: where the first cell's canvas starts
+
+
+class StubModel(torch.nn.Module):
+    """A glimpse model with fixed answers: class `final` from its final logits, `steps[t]` after
+    glimpse t (the final answer throughout when not given); glimpses near the canvas centre."""
+
+    def __init__(self, final: int, steps: list[int] | None = None, glimpses: int = 3) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(type="stub", glimpse_size=12, scales=2, scale_factor=2)
+        self.final, self.steps, self.glimpses = final, steps, glimpses
+
+    def forward(self, images: torch.Tensor, deterministic: bool = False, replicas: int = 1) -> ModelOutput:
+        N, T = images.shape[0], self.glimpses
+        logits = torch.zeros(N, 10)
+        logits[:, self.final] = 2.0  # p = e² / (e² + 9) = 45 %
+        step_logits = None
+        if self.steps is not None:
+            step_logits = torch.zeros(N, T, 10)
+            for t, c in enumerate(self.steps):
+                step_logits[:, t, c] = 2.0
+        locations = torch.linspace(0.0, 0.2, T)[None, :, None].expand(N, T, 2).contiguous()
+        return ModelOutput(logits=logits, step_logits=step_logits, locations=locations)
+
+
+def blank_batch(side: int, label: int = 7) -> CanvasBatch:
+    """One empty side × side canvas whose target box lies in the top-left corner, clear of the glimpses."""
+    box = torch.tensor([[side // 20, side // 20, side // 4, side // 4 + 4]], dtype=torch.float32)
+    return CanvasBatch(
+        torch.zeros(1, 1, side, side, dtype=torch.uint8), torch.tensor([label]), torch.zeros(1, 2), box,
+        torch.zeros(1, dtype=torch.int16),
+    )
+
+
+def count(arr: np.ndarray, colour: tuple[int, int, int]) -> int:
+    return int((arr == colour).all(-1).sum())
+
+
+def assert_dashed_box(arr: np.ndarray, box: list[float], scale: int, origin: tuple[int, int] = (GRID_PAD, GRID_PAD)) -> None:
+    """The target box's outline, in the target colour, along the box's scaled edges (inside them):
+    corners drawn; edges long enough to dash have some pixels in the colour and some not."""
+    ox, oy = origin
+    x0, y0 = ox + int(box[0]) * scale, oy + int(box[1]) * scale
+    x1, y1 = ox + int(box[2]) * scale - 1, oy + int(box[3]) * scale - 1  # max exclusive
+    target = (arr == draw.TARGET).all(-1)
+    edges = {
+        "top": target[y0, x0 : x1 + 1], "bottom": target[y1, x0 : x1 + 1],
+        "left": target[y0 : y1 + 1, x0], "right": target[y0 : y1 + 1, x1],
+    }
+    for name, edge in edges.items():
+        assert edge[0] and edge[-1], f"{name} edge: corners not drawn"
+        if len(edge) >= 30:
+            assert 0.3 < edge.mean() < 0.9, f"{name} edge: {edge.mean():.0%} in the target colour, not dashed"
+    assert not target[y0 - 1, x0 : x1 + 1].any() and not target[y0 : y1 + 1, x0 - 1].any()  # nothing outside
+    assert draw.TARGET not in (draw.GREEN, draw.RED, draw.PATH)
+
+
+def regions(frame: Image.Image, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """(caption band, legend strip) of a one-canvas frame or sheet row: the grid's padding rows
+    (all sheet colour) separate the cells from the legend."""
+    arr = np.asarray(frame.convert("RGB"))
+    scale = draw.upscale_factor((side, side))
+    legend_top = int(np.flatnonzero((arr == draw.SHEET).all(-1).all(-1)).max()) + 1
+    cell_width = side * scale
+    return arr[GRID_PAD + side * scale : legend_top - GRID_PAD, GRID_PAD : GRID_PAD + cell_width], arr[legend_top:]
+
+
+def text_lines(band: np.ndarray) -> list[np.ndarray]:
+    """The lines of text in a caption band: runs of rows holding something other than the band colour."""
+    ink = ~(band == draw.BAND).all(-1).all(-1)
+    lines, start = [], None
+    for y, on in enumerate([*ink, False]):
+        if on and start is None:
+            start = y
+        elif not on and start is not None:
+            lines.append(band[start:y])
+            start = None
+    return lines
+
+
+@pytest.mark.parametrize("side", [60, 100, 200])
+def test_glimpse_frames_show_the_dashed_target_box(side):
+    batch = blank_batch(side)
+    scale = draw.upscale_factor((side, side))
+    frames = glimpse_frames(StubModel(final=7), batch)
+    assert len(frames) == 3  # one per glimpse
+    for frame in frames:
+        assert_dashed_box(np.asarray(frame), batch.boxes[0].tolist(), scale)
+        # sane sizes: the canvas upscaled to at least CELL_MIN (not more than twice), text and
+        # legend under it taking less room than the canvas
+        assert draw.CELL_MIN <= side * scale <= 2 * draw.CELL_MIN
+        assert frame.width == side * scale + 2 * GRID_PAD
+        assert side * scale + 40 < frame.height < 1.6 * side * scale
+
+
+@pytest.mark.parametrize("side", [60, 100, 200])
+def test_caption_is_green_when_right_red_when_wrong(side):
+    batch = blank_batch(side, label=7)
+    right = regions(glimpse_frames(StubModel(final=7), batch)[-1], side)[0]
+    wrong = regions(glimpse_frames(StubModel(final=1), batch)[-1], side)[0]
+    assert right.shape == wrong.shape
+    assert count(right, draw.GREEN) > 20 and count(right, draw.RED) == 0
+    assert count(wrong, draw.RED) > 20 and count(wrong, draw.GREEN) == 0
+    assert len(text_lines(right)) == len(text_lines(wrong)) == 2  # the verdict, the prediction after this glimpse
+    # readable: the headline is at least 12 px high on every canvas size
+    assert text_lines(right)[0].shape[0] >= 12
+
+
+def test_the_headline_is_the_final_answer():
+    """Right after the first glimpse, wrong in the end: the first frame's verdict line is red (the
+    final answer), its second line and boxes green (the answer so far)."""
+    batch = blank_batch(60, label=7)
+    frame = glimpse_frames(StubModel(final=1, steps=[7, 1, 1]), batch)[0]
+    headline, so_far = text_lines(regions(frame, 60)[0])
+    assert count(headline, draw.RED) > 20 and count(headline, draw.GREEN) == 0
+    assert count(so_far, draw.GREEN) > 20 and count(so_far, draw.RED) == 0
+    canvas = np.asarray(frame)[GRID_PAD : GRID_PAD + 240, GRID_PAD : GRID_PAD + 240]
+    assert count(canvas, draw.GREEN) > 100 and count(canvas, draw.RED) == 0
+
+
+def test_verdict_text():
+    probs = torch.full((10,), 0.71 / 9)
+    probs[1] = 0.29
+    assert verdict(7, probs) == "true 7 · pred 1 (29 %)"
+    assert verdict(1, probs) == "true 1 · pred 1 (29 %)"
+
+
+@pytest.mark.parametrize("side", [60, 100, 200])
+def test_legend_under_the_pictures(side):
+    batch = blank_batch(side)
+    for picture in (glimpse_frames(StubModel(final=7), batch)[0], glimpse_sheet_image(StubModel(final=7), batch)):
+        _, legend = regions(picture, side)
+        assert 12 <= legend.shape[0] <= 40
+        assert (~(legend == draw.BAND).all(-1)).mean() > 0.02
+        for colour in (draw.TARGET, draw.GREEN, draw.RED, draw.PATH, draw.TEXT):  # a sample of each mark, and words
+            assert count(legend, colour) > 0, colour
+
+
+def test_glimpse_sheet_shows_the_target_box_in_every_column():
+    batch = blank_batch(100)
+    sheet = glimpse_sheet_image(StubModel(final=7), batch)
+    cell = 200 + GRID_PAD
+    for t in range(3):
+        assert_dashed_box(np.asarray(sheet), batch.boxes[0].tolist(), 2, origin=(GRID_PAD + t * cell, GRID_PAD))
+
+
+@pytest.mark.parametrize("side", [60, 100, 200])
+def test_dataset_preview_draws_the_dashed_target_box(side):
+    batch = blank_batch(side)
+    sheet = dataset_sheet_image(batch)
+    assert_dashed_box(np.asarray(sheet), batch.boxes[0].tolist(), draw.upscale_factor((side, side)))
+    _, legend = regions(sheet, side)
+    assert count(legend, draw.TARGET) > 0 and count(legend, draw.TEXT) > 0
+
+
+def test_gen_data_preview_draws_the_dashed_target_box(tmp_path, capsys):
+    from lgdram_cli.data.h5io import CanvasFile
+
+    h5 = tmp_path / "d.h5"
+    code, _, err = run_main(["gen-data", "--dataset", "cmnist-100", "--set", "digits=mnist-mini", "--n", "4",
+                             "--split", "test", "--preview", "--out", str(h5)], capsys)
+    assert code == 0, err
+    batch, _ = CanvasFile(h5).read(slice(0, 1))
+    with Image.open(tmp_path / "d.preview.png") as im:
+        assert_dashed_box(np.asarray(im.convert("RGB")), batch.boxes[0].tolist(), draw.upscale_factor((100, 100)))
+
+
+def test_gif_shows_the_target_box_of_each_canvas(tiny_run, tmp_path, capsys):
+    """The real command, decoded: the GIF's palette keeps the marks' colours exact."""
+    from lgdram_cli.training.runs import load_run, test_canvases
+
+    gif = tmp_path / "g.gif"
+    viz_ok(capsys, str(tiny_run), "--n", "1", "--seed", "5", "--out", str(gif))
+    batch = test_canvases(load_run(tiny_run), n=1, seed=5)  # the canvases visualize drew
+    side = batch.images.shape[-1]
+    with Image.open(gif) as im:
+        assert im.n_frames == 3  # one per glimpse, no extra frame
+        for i in range(im.n_frames):
+            im.seek(i)
+            frame = im.convert("RGB")
+            assert_dashed_box(np.asarray(frame), batch.boxes[0].tolist(), draw.upscale_factor((side, side)))
+            caption, legend = regions(frame, side)
+            assert count(caption, draw.GREEN) + count(caption, draw.RED) > 20
+            assert count(legend, draw.TARGET) > 0 and count(legend, draw.TEXT) > 0
+
+
+def test_dashes_cover_both_ends():
+    for first, last in [(0, 59), (10, 200), (5, 40), (0, 13)]:
+        dashes = draw._dashes(first, last)
+        assert dashes[0][0] == first and dashes[-1][1] == last
+        assert all(a <= b < c for (a, b), (c, _) in zip(dashes, dashes[1:]))  # in order, with gaps
+    assert draw._dashes(0, 9) == [(0, 9)]  # too short to dash: solid
+
+
+def test_text_without_freetype(monkeypatch):
+    """Pillow without FreeType has only its ~11 px bitmap font: it is enlarged by whole pixels."""
+    if not hasattr(ImageFont, "load_default_imagefont"):
+        pytest.skip("Pillow < 10.1")
+    bitmap = ImageFont.load_default_imagefont()
+    monkeypatch.setattr(draw, "font", lambda size=14: bitmap)
+    assert draw.text_width("true 7", 22) == 2 * draw.text_width("true 7", 11)
+    out = draw.caption(Image.new("RGB", (200, 200)), [("true 7 · pred 1 (29 %)", draw.RED)])
+    assert count(np.asarray(out)[200:], draw.RED) > 20
 
 
 # ---------------------------------------------------------------- bad input

@@ -46,19 +46,24 @@ def cell_step(
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """One step of an LSTM/GRU/ReLU-RNN cell with bf16 products and float32 gates and state
     (the same arithmetic as the torch cell, which autocast leaves in float32 on the CPU)."""
-    gi = F.linear(x, cell.weight_ih, cell.bias_ih).float()
     h = None if state is None else state[0]
-    gh = cell.bias_hh.float() if h is None else F.linear(h, cell.weight_hh, cell.bias_hh).float()
-    if kind == "rnn":
-        out = torch.relu(gi + gh)
-        return out, (out,)
-    if kind == "lstm":
-        i, f, g, o = (gi + gh).chunk(4, 1)
+    if kind in ("rnn", "lstm"):
+        # both products into one bf16 sum (addmm), one cast to float32 for the gate arithmetic
+        gates = F.linear(x, cell.weight_ih, cell.bias_ih + cell.bias_hh)
+        if h is not None:
+            gates = torch.addmm(gates, h, cell.weight_hh.t())
+        gates = gates.float()
+        if kind == "rnn":
+            out = torch.relu(gates)
+            return out, (out,)
+        i, f, g, o = gates.chunk(4, 1)
         c = torch.sigmoid(i) * tanh(g)
         if state is not None:
             c = c + torch.sigmoid(f) * state[1].float()
         out = torch.sigmoid(o) * tanh(c)
         return out, (out, c)
+    gi = F.linear(x, cell.weight_ih, cell.bias_ih).float()
+    gh = cell.bias_hh.float() if h is None else F.linear(h, cell.weight_hh, cell.bias_hh).float()
     ir, iz, i_n = gi.chunk(3, 1)
     hr, hz, hn = gh.expand_as(gi).chunk(3, 1)
     r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
