@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The runs behind docs/results.md, on CPU: every row with 3 seeds, trained on the 5,000 real
+# MNIST training digits of ../shared/data/mnist-5k and tested on canvases built from the
+# official MNIST test split (../shared/data/mnist). Each row is one `lgdram sweep` (one run
+# per core, one thread each; rerunning skips finished runs and resumes interrupted ones),
+# followed by `lgdram results`, which writes the row's table (.md, .csv, .json) and curves.
+#   bash bench/results_runs.sh [ROW ...]      rows: ram-60 ldram-100 headline mcmnist-100
+#                                              mcmnist-200 baselines (default: all, in that order)
+# Budget on a 2-core CPU (fp32, 32 x 10): ~24 core-hours for all rows; the headline alone
+# (2 cells x 3 seeds x 30,000 updates) ~9 core-hours. JOBS (default 2) runs at a time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+L=${LGDRAM:-lgdram}
+JOBS=${JOBS:-2}
+SEEDS=${SEEDS:-0-2}
+DATA=(--set "dataset.digits=idx:../shared/data/mnist-5k" --set "dataset.test_digits=idx:../shared/data/mnist")
+OUT=runs
+RESULTS=docs/results
+
+row() {  # name recipe steps grid...
+  local name=$1 recipe=$2 steps=$3
+  shift 3
+  local grid=()
+  for g in "$@"; do grid+=(--grid "$g"); done
+  $L sweep "experiments/$recipe.toml" --seeds "$SEEDS" "${grid[@]}" --steps "$steps" "${DATA[@]}" \
+    --jobs "$JOBS" --threads 1 --out "$OUT/$name"
+  mkdir -p "$RESULTS"
+  $L results "$OUT/$name" --out "$RESULTS/$name"
+}
+
+ROWS=("$@")
+[ ${#ROWS[@]} -eq 0 ] && ROWS=(ram-60 ldram-100 headline mcmnist-100 mcmnist-200 baselines)
+for r in "${ROWS[@]}"; do
+  case $r in
+    ram-60)      row ram-cmnist-60 ram-cmnist-60 10000 "annotations=0,1%,100%" ;;
+    ldram-100)   row dram-cmnist-100-10k ldram-cmnist-100 10000 "annotations=0,1%,5%,100%,100" ;;
+    headline)    row ldram-cmnist-100 ldram-cmnist-100 30000 "annotations=1%,0" ;;
+    mcmnist-100) row ldram-mcmnist-100 ldram-mcmnist-100 10000 "annotations=0,1%" ;;
+    mcmnist-200) row ldram-mcmnist-200 ldram-mcmnist-200 10000 "annotations=0,100%" ;;
+    baselines)
+      for m in fc cnn; do for s in 60 100; do row "$m-cmnist-$s" "$m-cmnist-$s" 10000; done; done ;;
+    *) echo "unknown row '$r'; rows: ram-60 ldram-100 headline mcmnist-100 mcmnist-200 baselines" >&2; exit 2 ;;
+  esac
+done
