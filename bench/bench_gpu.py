@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from lgdram_cli.cli.train_cmd import train_spec
+from lgdram_cli.allocator import keep_freed_memory
+from lgdram_cli.training.assemble import train_spec
 from lgdram_cli.data.presets import make_generator, resolve_dataset
 from lgdram_cli.models.ram import RAM
 from lgdram_cli.training.benchmark import StepTimer, time_train_step
@@ -89,6 +90,7 @@ def canvases_per_s(device: torch.device, n: int) -> float:
 
 
 def main() -> None:
+    keep_freed_memory()  # as `lgdram train` does (a command's choice: process-wide)
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--json-out")

@@ -39,7 +39,8 @@ import torch  # noqa: E402
 
 from reference_ram import ReferenceRAM, reference_step  # noqa: E402
 
-from lgdram_cli.cli.train_cmd import train_spec  # noqa: E402
+from lgdram_cli.allocator import keep_freed_memory  # noqa: E402
+from lgdram_cli.training.assemble import train_spec  # noqa: E402
 from lgdram_cli.training.benchmark import StepTimer, time_train_step  # noqa: E402
 from lgdram_cli.training.spec import TrainSpec  # noqa: E402
 
@@ -127,6 +128,7 @@ def precision_section(steps: int, warmup: int, blocks: int) -> dict[str, float]:
 
 
 def main() -> None:
+    keep_freed_memory()  # as `lgdram train` does (a command's choice: process-wide)
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=100)

@@ -37,6 +37,18 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     sources._load_cached.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def inprocess_registrations():
+    """`lgdram.register` calls (the docs' examples, tests) do not outlive their test."""
+    from lgdram_cli.registry import REGISTRIES
+
+    saved = [dict(r._local) for r in REGISTRIES]
+    yield
+    for registry, local in zip(REGISTRIES, saved):
+        registry._local.clear()
+        registry._local.update(local)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The offline MNIST files beside the checkout; skips the test when they are absent."""

@@ -168,14 +168,14 @@ def _bad_checkpoints(run: Path, folder: Path) -> dict[str, tuple[Path, str]]:
     other = RAM(RAM.Config(**{**spec["model"], "hidden": 16}), channels=1, size=(60, 60), classes=10)
     other_tensors = {k: v.contiguous() for k, v in other.state_dict().items()}
     p = folder / "wrong-shapes.safetensors"
-    save_file(other_tensors, str(p), metadata={**meta, "lgdram.sha256": ckpt.tensor_digest(other_tensors)})
+    save_file(other_tensors, str(p), metadata=ckpt.seal(other_tensors, meta))
     files["tensors-do-not-match-spec"] = (p, "do not match")
 
     # a tensor missing (digest consistent)
     fewer = dict(tensors)
     fewer.pop(sorted(fewer)[0])
     p = folder / "missing-tensor.safetensors"
-    save_file(fewer, str(p), metadata={**meta, "lgdram.sha256": ckpt.tensor_digest(fewer)})
+    save_file(fewer, str(p), metadata=ckpt.seal(fewer, meta))
     files["tensor-missing"] = (p, "missing")
 
     # weights edited after saving: the recorded digest no longer matches
@@ -191,13 +191,29 @@ def _bad_checkpoints(run: Path, folder: Path) -> dict[str, tuple[Path, str]]:
     files["format-version"] = (p, "version 99")
 
     p = folder / "bad-spec-json.safetensors"
-    save_file(tensors, str(p), metadata={**meta, "lgdram.spec": "{not json"})
+    save_file(tensors, str(p), metadata=ckpt.seal(tensors, {**meta, "lgdram.spec": "{not json"}))
     files["spec-not-json"] = (p, "metadata")
 
     p = folder / "bad-model.safetensors"
     bad = {**spec, "model": {**spec["model"], "glimpses": 0}}
-    save_file(tensors, str(p), metadata={**meta, "lgdram.spec": json.dumps(bad)})
+    save_file(tensors, str(p), metadata=ckpt.seal(tensors, {**meta, "lgdram.spec": json.dumps(bad)}))
     files["spec-invalid-model"] = (p, "glimpses")
+
+    # a spec that is valid JSON but not an object (sealed: only its shape is wrong)
+    p = folder / "spec-list.safetensors"
+    save_file(tensors, str(p), metadata=ckpt.seal(tensors, {**meta, "lgdram.spec": "[1, 2]"}))
+    files["spec-a-json-list"] = (p, "not an object")
+
+    # the spec edited after saving (2 glimpses instead of 3): the metadata digest no longer matches
+    p = folder / "edited-spec.safetensors"
+    fewer_glimpses = {**spec, "model": {**spec["model"], "glimpses": 2}}
+    save_file(tensors, str(p), metadata={**meta, "lgdram.spec": json.dumps(fewer_glimpses, sort_keys=True)})
+    files["metadata-edited"] = (p, "was edited")
+
+    # the step and the recorded metrics edited
+    p = folder / "edited-step.safetensors"
+    save_file(tensors, str(p), metadata={**meta, "lgdram.step": "600"})
+    files["step-edited"] = (p, "--allow-edited")
 
     p = folder / "dir.safetensors"
     p.mkdir()
@@ -208,6 +224,7 @@ def _bad_checkpoints(run: Path, folder: Path) -> dict[str, tuple[Path, str]]:
 BAD = [
     "missing", "truncated", "not-safetensors", "empty", "no-lgdram-spec", "tensors-do-not-match-spec",
     "tensor-missing", "sha256-mismatch", "format-version", "spec-not-json", "spec-invalid-model", "a-directory",
+    "spec-a-json-list", "metadata-edited", "step-edited",
 ]
 
 
@@ -238,7 +255,10 @@ def test_other_commands_refuse_bad_checkpoints_too(bad_checkpoints, tmp_path, ca
 def test_load_checkpoint_roundtrip(tiny_run):
     c = ckpt.load_checkpoint(tiny_run)
     assert c.step == 6 and c.spec["model"]["hidden"] == 32 and c.metrics["step"] == 6
-    assert c.metadata["lgdram.sha256"] == ckpt.tensor_digest(c.tensors)
+    assert c.metadata["lgdram.tensors_sha256"] == ckpt.tensor_digest(c.tensors)
+    # the recorded digest covers the metadata too: spec, step, metrics, run id
+    assert c.metadata["lgdram.sha256"] == ckpt.metadata_digest(c.metadata)
+    assert c.metadata["lgdram.format_version"] == "2" and len(c.run_id or "") == 32
 
 
 # ---------------------------------------------------------------- --resume refusals

@@ -37,7 +37,7 @@ def test_ddp_two_processes_train_and_rank0_writes_one_checkpoint(ddp_run):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     files = leftovers(out.parent)
-    assert files == ["run.metrics.jsonl", "run.optim.safetensors", "run.safetensors"], files
+    assert files == ["run.metrics.jsonl", "run.optim.safetensors", "run.safetensors", "run.spec.json"], files
     meta = checkpoint_metadata(out)
     assert meta["lgdram.step"] == "4"
     assert ckpt.load_checkpoint(out).step == 4
@@ -93,7 +93,7 @@ def test_ddp_resume(ddp_resumed):
     assert second.returncode == 0, second.stderr[-3000:]
     assert checkpoint_metadata(out)["lgdram.step"] == "4"
     assert [r["step"] for r in read_jsonl(ckpt.metrics_path(out)) if r["kind"] == "eval"] == [2, 4]
-    assert leftovers(out.parent) == ["run.metrics.jsonl", "run.optim.safetensors", "run.safetensors"]
+    assert leftovers(out.parent) == ["run.metrics.jsonl", "run.optim.safetensors", "run.safetensors", "run.spec.json"]
 
 
 def test_ddp_only_rank0_reports_the_result(ddp_resumed):

@@ -113,7 +113,7 @@ def test_folder_export(tiny_run, tmp_path, capsys):
     assert_same_tensors(checkpoint_tensors(tiny_run), checkpoint_tensors(folder / "model.safetensors"))
     meta = checkpoint_metadata(folder / "model.safetensors")
     original = checkpoint_metadata(tiny_run)
-    for key in ("lgdram.spec", "lgdram.step", "lgdram.sha256", "lgdram.format_version"):
+    for key in ("lgdram.spec", "lgdram.step", "lgdram.tensors_sha256", "lgdram.format_version"):
         assert meta[key] == original[key], key
     code, stdout, err = run_main(["eval", str(folder / "model.safetensors"), "--json", "--threads", "1"], capsys)
     assert code == 0, err

@@ -189,13 +189,14 @@ def _outputs_and_grads(model, x, replicas, deterministic, fused):
 
 
 @pytest.mark.parametrize("core", ["lstm", "rnn", "gru"])
+@pytest.mark.parametrize("loc_range", [1.0, 0.8])
 @pytest.mark.parametrize("glimpses,replicas,start,deterministic", [
     (1, 1, "centre", False), (1, 3, "centre", False), (2, 3, "centre", False), (4, 2, "random", False),
     (3, 2, "centre", True),
 ])  # fmt: skip
-def test_fused_loop_matches_autograd(core, glimpses, replicas, start, deterministic):
+def test_fused_loop_matches_autograd(core, glimpses, replicas, start, deterministic, loc_range):
     """Same outputs and the same gradients (float64) as the step-by-step autograd path."""
-    model = make(RAM, channels=2, core=core, glimpses=glimpses, start=start).double()
+    model = make(RAM, channels=2, core=core, glimpses=glimpses, start=start, loc_range=loc_range).double()
     assert model._can_fuse()
     x = images(3, channels=2).double()
     plain, plain_grads = _outputs_and_grads(model, x, replicas, deterministic, fused=False)
@@ -413,3 +414,14 @@ def test_fused_gradients_do_not_alias():
     (out.logits.sum() + out.means.sum()).backward()
     pointers = [p.grad.data_ptr() for p in model.parameters() if p.grad is not None]
     assert len(pointers) == len(set(pointers))
+
+
+@pytest.mark.parametrize("cls", [RAM, DRAM])
+def test_loc_range_bounds_the_policy_means(cls):
+    """loc_range r (the seed's convert_ratio 0.8): means = r·tanh(·), inside [-r, r] even when
+    the tanh saturates."""
+    model = make(cls, loc_range=0.8)
+    with torch.no_grad():
+        model.locator.bias.fill_(50.0)
+    out = model(images(), deterministic=True)
+    assert torch.allclose(out.means, torch.full_like(out.means, 0.8))

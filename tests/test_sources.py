@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import threading
+import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -257,7 +258,8 @@ def test_all_mirrors_down_falls_back_to_mnist_mini(monkeypatch, isolated_env):
         digits = load_digits("mnist", "train")
     assert digits.source == "mnist-mini" and len(digits.images) == 4000
     g = make_generator({"type": "translated", "digits": "mnist"})
-    with pytest.warns(SourceFallbackWarning):
+    with warnings.catch_warnings():  # said once per process: not again for the test split
+        warnings.simplefilter("error", SourceFallbackWarning)
         g.generate(4, "test", seed=0)
     assert g.resolved_config()["digits"] == "mnist-mini"
     assert g.provenance("test")["digits.source"] == "mnist-mini"

@@ -103,7 +103,7 @@ def test_checkpoint_metadata_holds_the_resolved_spec(tiny_run):
     # model defaults filled in, overrides applied
     assert spec["model"] == {
         "type": "ram", "glimpses": 3, "hidden": 32, "glimpse_hidden": 16, "glimpse_size": 12, "scales": 3,
-        "scale_factor": 2, "loc_std": 0.11, "sensor": "fc", "core": "lstm", "start": "centre", "glimpse_combine": "sum",
+        "scale_factor": 2, "loc_std": 0.11, "sensor": "fc", "core": "lstm", "start": "centre", "glimpse_combine": "sum", "loc_range": 1.0,
     }
     # every loss term with its defaults
     assert set(spec["loss"]) == {"classification", "reinforce", "location"}
@@ -118,7 +118,8 @@ def test_checkpoint_metadata_holds_the_resolved_spec(tiny_run):
     assert metrics["step"] == 6 and metrics["n"] == 20 and "accuracy" in metrics
     last_eval = [r for r in read_jsonl(ckpt.metrics_path(tiny_run)) if r["kind"] == "eval"][-1]
     assert metrics["accuracy"] == last_eval["accuracy"]
-    assert meta["lgdram.sha256"] == ckpt.tensor_digest(checkpoint_tensors(tiny_run))
+    assert meta["lgdram.tensors_sha256"] == ckpt.tensor_digest(checkpoint_tensors(tiny_run))
+    assert meta["lgdram.sha256"] == ckpt.metadata_digest(meta)
     optim_meta = checkpoint_metadata(ckpt.optim_path(tiny_run))
     assert optim_meta["lgdram.step"] == "6"
 
@@ -142,7 +143,9 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not(tiny_run, t
     trained_ok(capsys, same)  # the arguments of the shared run, in-process this time
     trained_ok(capsys, other, "--seed", "1")
     assert_same_tensors(checkpoint_tensors(tiny_run), checkpoint_tensors(same))
-    assert checkpoint_metadata(tiny_run)["lgdram.sha256"] == checkpoint_metadata(same)["lgdram.sha256"]
+    assert checkpoint_metadata(tiny_run)["lgdram.tensors_sha256"] == checkpoint_metadata(same)["lgdram.tensors_sha256"]
+    # two runs, each with its own run id: the digest over tensors and metadata tells them apart
+    assert checkpoint_metadata(tiny_run)["lgdram.sha256"] != checkpoint_metadata(same)["lgdram.sha256"]
     a, b = checkpoint_tensors(tiny_run), checkpoint_tensors(other)
     import torch
 

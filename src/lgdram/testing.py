@@ -1,6 +1,8 @@
 """The plugin conformance kit (see `lgdram_cli.testing`)."""
 
 from lgdram_cli.testing import (  # noqa: F401
+    CheckReport,
+    CheckSkipped,
     ConformanceError,
     check_batch,
     check_dataset,
@@ -10,4 +12,14 @@ from lgdram_cli.testing import (  # noqa: F401
     check_registered,
 )
 
-__all__ = ["ConformanceError", "check_batch", "check_dataset", "check_loss", "check_model", "check_output", "check_registered"]
+__all__ = [
+    "CheckReport",
+    "CheckSkipped",
+    "ConformanceError",
+    "check_batch",
+    "check_dataset",
+    "check_loss",
+    "check_model",
+    "check_output",
+    "check_registered",
+]

@@ -31,7 +31,7 @@ from pydantic import model_validator
 from lgdram_cli import PLUGIN_API_VERSION
 from lgdram_cli.errors import UserError, unknown_name
 from lgdram_cli.models.base import ModelOutput
-from lgdram_cli.registry import LOSSES
+from lgdram_cli.registry import LOSSES, own_description
 from lgdram_cli.specs import StrictModel, validate
 
 
@@ -149,8 +149,13 @@ class Loss:
 
     plugin_api_version: ClassVar[int] = PLUGIN_API_VERSION
     Config: ClassVar[type[LossConfig]] = LossConfig
+    #: one line for `lgdram plugins`; default: the first line of the class's own docstring
     description: ClassVar[str] = ""
     name: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own_description(cls)
 
     def __init__(self, config: LossConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()

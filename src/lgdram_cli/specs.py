@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -30,10 +31,20 @@ class StrictModel(BaseModel):
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
     """A spec file as a plain dict; the format is chosen by the file's suffix."""
+    from lgdram_cli.resources import MAX_SPEC_BYTES, human
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"spec file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    size = path.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise UserError(f"spec file {path} is {size:,} bytes; spec files may hold at most {MAX_SPEC_BYTES:,} ({human(MAX_SPEC_BYTES)})")
+    try:
+        text = path.read_bytes()[: MAX_SPEC_BYTES + 1].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"spec file {path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from exc
+    except OSError as exc:
+        raise UserError(f"cannot read spec file {path}: {exc.strerror or exc}") from exc
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
@@ -42,7 +53,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         elif path.suffix in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_yaml_loader())  # noqa: S506 (a SafeLoader without aliases)
         else:
             raise UserError(f"spec file {path} must end in .toml, .json, .yaml or .yml")
     except UserError:
@@ -52,6 +63,24 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"spec file {path} must hold a table/mapping at the top level")
     return data
+
+
+def _yaml_loader() -> type:
+    """PyYAML's SafeLoader without anchors and aliases: a few hundred bytes of nested aliases
+    ("billion laughs") expand to gigabytes, and a run spec has no use for them."""
+    import yaml
+
+    class NoAliasSafeLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise yaml.YAMLError(
+                    f"YAML anchors and aliases (&name, *name) are not allowed in spec files "
+                    f"(line {event.start_mark.line + 1}); write the values out"
+                )
+            return super().compose_node(parent, index)
+
+    return NoAliasSafeLoader
 
 
 def parse_value(text: str) -> Any:
@@ -84,6 +113,83 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
             node = child
         node[leaf] = parse_value(value.strip())
     return out
+
+
+def expand_set_keys(
+    overrides: list[str] | None,
+    *,
+    top: Iterable[str] = (),
+    sections: Mapping[str, Callable[[], Iterable[str]]],
+    default: str | None = None,
+    listing: str = "",
+) -> list[str]:
+    """The full paths of `--set` overrides as typed, one rule for every command.
+
+    A key that starts with a top-level field (`steps=…`, `dataset.canvas=…`) stays as it is;
+    a short key goes to the one section that has it (`canvas=200` → `dataset.canvas=200`,
+    `lr=1e-4` → `optim.lr=1e-4`, `location.weight=2` → `loss.location.weight=2`), or to
+    `default` when no section has it (gen-data: its dataset, whose config then names the
+    unknown key). A short key that several sections have, or (without a default) none, is
+    bad input naming the full key(s). `sections` maps a section's path to a function listing
+    its keys, called only when a short key needs it (listing a model's keys loads the model).
+    """
+    top = set(top)
+    cache: dict[str, set[str]] = {}
+
+    def keys(section: str) -> set[str]:
+        if section not in cache:
+            cache[section] = set(sections[section]())
+        return cache[section]
+
+    expanded = []
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"--set expects key=value, got '{item}'")
+        head, dot, rest = key.partition(".")
+        if head in top:
+            expanded.append(f"{key}={value}")
+            continue
+        if default is not None and list(sections) == [default]:
+            expanded.append(f"{default}.{key}={value}")
+            continue
+        if dot:  # `location.weight`: a sub-section named by its last part
+            matches = [s for s in sections if s.rsplit(".", 1)[-1] == head]
+            paths = [f"{m}.{rest}" for m in matches]
+        else:
+            matches = [s for s in sections if key in keys(s)]
+            paths = [f"{m}.{key}" for m in matches]
+        if len(matches) == 1:
+            expanded.append(f"{paths[0]}={value}")
+        elif matches:
+            raise UserError(f"--set {key}: ambiguous short key; use the full key: {' or '.join(paths)}")
+        elif default is not None:
+            expanded.append(f"{default}.{key}={value}")
+        else:
+            raise UserError(f"--set {key}: unknown key{_suggest_key(key, top, sections, keys)}{listing}")
+    return expanded
+
+
+def _suggest_key(
+    key: str, top: set[str], sections: Mapping[str, Callable[[], Iterable[str]]], keys: Callable[[str], set[str]]
+) -> str:
+    """' (did you mean 'dataset.canvas'?)': the closest full key(s) to a mistyped short key."""
+    import difflib
+
+    head, dot, rest = key.partition(".")
+    if dot:  # a mistyped section: `modle.hidden` → model.hidden
+        names = {s.rsplit(".", 1)[-1]: s for s in sections} | {t: t for t in top}
+        close = difflib.get_close_matches(head, list(names), n=1, cutoff=0.6)
+        return f" (did you mean '{names[close[0]]}.{rest}'?)" if close else ""
+    full: dict[str, list[str]] = {}
+    for section in sections:
+        for name in sorted(keys(section)):
+            full.setdefault(name, []).append(f"{section}.{name}")
+    for name in top:
+        full.setdefault(name, []).append(name)
+    close = difflib.get_close_matches(key, list(full), n=1, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(p) for p in full[close[0]])}?)" if close else ""
 
 
 def validate(model: type[BaseModel], data: dict[str, Any], where: str = "") -> Any:

@@ -46,16 +46,48 @@ def root(
 
 def _register() -> None:
     # Command modules import torch lazily, inside the commands, so `--help` stays fast.
-    from lgdram_cli.cli import bench, gen_data, plugins_cmd, train_cmd, visualize_cmd
+    from lgdram_cli.cli import bench, gen_data, plugins_cmd, sweep_cmd, train_cmd, visualize_cmd
 
     gen_data.register(app)
     plugins_cmd.register(app)
     bench.register(app)
     train_cmd.register(app)
     visualize_cmd.register(app)
+    sweep_cmd.register(app)
 
 
 _register()
+
+
+#: Typer's own type labels in help (`<int>`, `<str>`, `<bool>` even for flags) → Click's.
+_TYPE_NAMES = {"int": "INTEGER", "float": "FLOAT", "str": "TEXT", "bool": "BOOLEAN", "path": "PATH",
+               "file": "FILE", "directory": "DIRECTORY", "datetime": "DATETIME"}
+
+
+def _help_metavar(param, ctx) -> Optional[str]:  # noqa: ANN001
+    """What help shows after an option: nothing for a flag, `INTEGER`, `TEXT`, `PATH`, `[a|b]`."""
+    if param.metavar is not None:
+        return param.metavar
+    if getattr(param, "is_flag", False) or getattr(param, "count", False):
+        return None
+    label = param.display_type(ctx).strip("<>")
+    inner = label[5:-1] if label.startswith("list[") and label.endswith("]") else label
+    if param.type_descriptor.is_choice:
+        name = f"[{inner}]"
+    else:
+        name = _TYPE_NAMES.get(inner, inner.upper())
+    # an argument's name already carries the "..." of several values
+    return f"{name}..." if param.nargs != 1 and param.param_type_name == "option" else name
+
+
+def _plain_help_metavars() -> None:
+    from typer.core import TyperArgument, TyperOption
+
+    TyperOption.display_type_rich = _help_metavar
+    TyperArgument.display_type_rich = _help_metavar
+
+
+_plain_help_metavars()
 
 
 _shown: set[str] = set()
@@ -75,8 +107,15 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and map every failure to an exit code."""
     from lgdram_cli.errors import LgdramError
 
-    args = sys.argv[1:] if argv is None else argv
-    _debug["on"] = "--debug" in args or os.environ.get("LGDRAM_DEBUG", "") not in ("", "0")
+    from lgdram_cli.cli.common import INTERRUPT
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    # `--debug` anywhere before a `--`: `lgdram --debug train …` and `lgdram train … --debug`
+    end = args.index("--") if "--" in args else len(args)
+    debug = "--debug" in args[:end]
+    args = [a for a in args[:end] if a != "--debug"] + args[end:]
+    _debug["on"] = debug or os.environ.get("LGDRAM_DEBUG", "") not in ("", "0")
+    INTERRUPT["reported"] = False
     warnings.showwarning = _show_warning
     code = 0
     from rich.markup import escape
@@ -84,13 +123,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = app(args=args, prog_name="lgdram", standalone_mode=False)
         if isinstance(result, int) and not isinstance(result, bool) and result:
-            if result == 130:  # Typer turns Ctrl-C into Exit(130) and returns it when not standalone
+            if result == 130 and not INTERRUPT["reported"]:  # Typer turns Ctrl-C into Exit(130) and returns it
                 err.print("[red]interrupted[/]")
             code = result
     except typer.Exit as exc:
         code = exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
-        err.print("[red]interrupted[/]")
+        if not INTERRUPT["reported"]:
+            err.print("[red]interrupted[/]")
         code = 130
     except LgdramError as exc:
         if _debug["on"]:
@@ -100,8 +140,21 @@ def main(argv: list[str] | None = None) -> None:
     except typer.TyperException as exc:  # usage errors from Typer's own (vendored) Click
         if _debug["on"]:
             err.print_exception()
-        err.print(f"[red]error:[/] {escape(exc.format_message())} (see 'lgdram --help')")
+        ctx = getattr(exc, "ctx", None)  # the (sub)command whose usage was wrong
+        where = ctx.command_path if ctx is not None and ctx.command_path else "lgdram"
+        err.print(f"[red]error:[/] {escape(exc.format_message())} (see '{escape(where)} --help')")
         code = getattr(exc, "exit_code", 2)
+    except OSError as exc:  # not mapped where it happened: disk full, a path too long, …
+        from lgdram_cli.errors import from_os_error
+
+        mapped = from_os_error(exc)
+        if _debug["on"]:
+            err.print_exception()
+        if mapped is None:
+            err.print(f"[red]failed:[/] {type(exc).__name__}: {escape(str(exc).splitlines()[0] if str(exc) else '')} (rerun with --debug for the traceback)")
+        else:
+            err.print(f"[red]error:[/] {escape(str(mapped))}")
+        code = 1 if mapped is None else mapped.exit_code
     except Exception as exc:
         if _debug["on"]:
             err.print_exception()

@@ -98,7 +98,8 @@ def bench_train(
     from lgdram_cli.training.precision import check_precision
 
     check_precision(spec.precision, dev)
-    result = time_train_step(spec, dev, steps=steps, warmup=warmup)
+    # the allocator tuning `lgdram train` makes: process-wide, so the command asks for it
+    result = time_train_step(spec, dev, steps=steps, warmup=warmup, keep_freed_memory=True)
     result["precision"] = spec.precision
     result["threads"] = threads_used
     if as_json:

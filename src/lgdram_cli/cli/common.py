@@ -9,11 +9,17 @@ from typing import Any
 
 from rich.console import Console
 
+from lgdram_cli.devices import resolve_device  # noqa: F401 (the commands' name for it)
 from lgdram_cli.errors import UserError
 
 #: Messages, warnings and progress go to stderr; data (JSON, tables asked for) to stdout.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
+
+
+#: Set when a command has already told the user it was interrupted (and how to continue),
+#: so the top-level handler does not print "interrupted" a second time.
+INTERRUPT = {"reported": False}
 
 
 def progress(**kwargs: Any) -> Any:
@@ -38,30 +44,6 @@ def parse_annotations(text: str | float | int, n: int) -> float:
     return count / n if n else 0.0
 
 
-def resolve_device(name: str | None, default: str = "auto") -> Any:
-    """The torch device of a `--device` option; when it is not given, `$LGDRAM_DEVICE`, then
-    the command's own default (`auto`: CUDA when present)."""
-    import torch
-
-    name = name or os.environ.get("LGDRAM_DEVICE") or default
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise UserError(f"--device {name}: not a device; use auto, cpu or cuda[:N]") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserError(
-            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-            f"numbered from 0; use --device cuda:0 … cuda:{torch.cuda.device_count() - 1}"
-        )
-    if device.type not in ("cpu", "cuda"):
-        raise UserError(f"--device {name}: lgdram runs on cpu or cuda[:N]")
-    return device
-
-
 #: One intra-op thread by default: on 2-core machines two OpenMP threads ran this kind of
 #: small-op model up to 40x slower than one when the other core was busy (see README).
 DEFAULT_THREADS = 1
@@ -70,7 +52,13 @@ DEFAULT_THREADS = 1
 def set_threads(threads: int | None) -> int:
     import torch
 
-    n = threads if threads is not None else int(os.environ.get("LGDRAM_THREADS", DEFAULT_THREADS))
+    if threads is not None:
+        n = threads
+    else:
+        value = os.environ.get("LGDRAM_THREADS", "").strip() or str(DEFAULT_THREADS)
+        if not value.isdigit() or int(value) < 1:
+            raise UserError(f"$LGDRAM_THREADS={value!r}: give a whole number of threads, 1 or more")
+        n = int(value)
     if n < 1:
         raise UserError(f"--threads {n}: must be at least 1")
     torch.set_num_threads(n)

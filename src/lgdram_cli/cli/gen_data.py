@@ -22,7 +22,7 @@ def build_spec(
     from lgdram_cli.data.gen import GenDataSpec
     from lgdram_cli.data.presets import resolve_dataset
     from lgdram_cli.errors import UserError
-    from lgdram_cli.specs import apply_overrides, read_spec_file, validate
+    from lgdram_cli.specs import apply_overrides, expand_set_keys, read_spec_file, validate
 
     data: dict = read_spec_file(spec_file) if spec_file else {}
     if dataset:
@@ -30,8 +30,8 @@ def build_spec(
     if "dataset" not in data:
         raise UserError("no dataset given; pass --dataset NAME (e.g. mcmnist-100) or --spec FILE")
     data.update({k: v for k, v in fields.items() if v is not None})
-    top = set(GenDataSpec.model_fields)
-    prefixed = [s if s.split("=", 1)[0].split(".")[0] in top else f"dataset.{s}" for s in sets or []]
+    # `canvas=100` → `dataset.canvas=100`: the rule every command's --set shares
+    prefixed = expand_set_keys(sets, top=GenDataSpec.model_fields, sections={"dataset": lambda: ()}, default="dataset")
     data = apply_overrides(data, prefixed)
     spec = validate(GenDataSpec, data)
     from lgdram_cli.data.presets import make_generator

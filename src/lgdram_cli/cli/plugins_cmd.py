@@ -11,7 +11,7 @@ from lgdram_cli.cli.common import out
 
 
 def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """List every dataset, model and loss entry: name, providing distribution, description."""
+    """List every dataset, model, loss and logger entry: name, providing distribution, description."""
     from lgdram_cli.data.presets import describe, presets
     from lgdram_cli.registry import REGISTRIES
 

@@ -145,7 +145,7 @@ def results(
     JSON table and learning curves with a min–max band."""
     from lgdram_cli.errors import unknown_name
     from lgdram_cli.training import results as res
-    from lgdram_cli.viz.curves import pyplot
+    from lgdram_cli.viz.curves import plot_spread, pyplot
 
     if fmt not in ("md", "csv", "json"):
         raise unknown_name("--format", fmt, ("md", "csv", "json"))
@@ -157,7 +157,11 @@ def results(
 
     for note in notes:
         err.print(f"[yellow]left out:[/] {escape(note)}", highlight=False)
-    written = res.write_outputs(summary, prefix or dirs[0] / "results")
+    prefix = prefix or dirs[0] / "results"
+    written = res.write_outputs(summary, prefix)
+    picture = prefix.with_name(prefix.name + ".curves.png")
+    plot_spread(res.curves(summary), picture, title=res.headline(summary))
+    written.append(picture)
     text = {"md": res.markdown, "csv": res.csv_text}.get(fmt, lambda s: json.dumps(s, indent=1) + "\n")(summary)
     typer.echo(text, nl=False)
     err.print(f"wrote {', '.join(map(str, written))}", markup=False, highlight=False)

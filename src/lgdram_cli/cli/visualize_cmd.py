@@ -9,10 +9,11 @@ import typer
 
 from lgdram_cli.cli.common import err, set_threads
 from lgdram_cli.cli.gen_data import Sets
+from lgdram_cli.cli.train_cmd import AllowEditedOpt
 
 
 def visualize(
-    checkpoints: Annotated[Optional[list[Path]], typer.Argument(help="Checkpoint(s); several only with --curves.")] = None,
+    checkpoints: Annotated[Optional[list[Path]], typer.Argument(help="Run folder(s) or checkpoint(s); several only with --curves.", show_default=False)] = None,
     gif: Annotated[bool, typer.Option("--gif", help="Animated GIF, one frame per glimpse (the default).")] = False,
     png: Annotated[bool, typer.Option("--png", help="Static sheet: each glimpse of each sample plus the retina's patches.")] = False,
     curves: Annotated[bool, typer.Option("--curves", help="Learning curves from the runs' metrics files, overlaid.")] = False,
@@ -24,15 +25,19 @@ def visualize(
     split: Annotated[str, typer.Option(help="Digit split of generated canvases.")] = "test",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file \\[default: next to the checkpoint].")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
+    allow_edited: AllowEditedOpt = False,
 ) -> None:
     """Show where a model looks, how it learned, or what a dataset looks like."""
     from lgdram_cli.errors import UserError
-    from lgdram_cli.training.checkpoint import sibling
+    from lgdram_cli.integrity import ALLOW_EDITED
+
+    ALLOW_EDITED.set(allow_edited)
 
     checkpoints = checkpoints or []
     if n is not None and n < 1:
         raise UserError(f"--n {n}: must be at least 1")
-    set_threads(threads)
+    if not checkpoints and (dataset or data):
+        set_threads(threads)
     if dataset and not checkpoints:
         _preview(dataset, sets, data, n or 16, seed, split, out or Path(f"{Path(dataset).stem}-preview.png"))
         return
@@ -46,11 +51,18 @@ def visualize(
         raise UserError("--out names one file: ask for one of --gif, --png, --curves at a time")
     if len(checkpoints) > 1 and modes != ["curves"]:
         raise UserError("several checkpoints can only be overlaid with --curves; --gif and --png take one")
+    from lgdram_cli.training.rundir import checkpoint_of, existing_checkpoint
+
+    given, checkpoints = checkpoints, [checkpoint_of(c) for c in checkpoints]  # a run folder → its run.safetensors
+    if modes != ["curves"]:
+        existing_checkpoint(given[0])  # a wrong path is answered before torch loads
+    set_threads(threads)
+    from lgdram_cli.training.checkpoint import sibling
     if "curves" in modes:
         from lgdram_cli.training.checkpoint import metrics_path
         from lgdram_cli.viz.curves import plot_curves, read_metrics
 
-        names = [c.name.removesuffix(".safetensors") for c in checkpoints]
+        names = [g.name if g.is_dir() else c.name.removesuffix(".safetensors") for g, c in zip(given, checkpoints)]
         if len(set(names)) < len(names):  # a/run and b/run: label by folder too
             names = [f"{c.parent.name}/{n}" for c, n in zip(checkpoints, names)]
         runs = {n: read_metrics(metrics_path(c)) for n, c in zip(names, checkpoints)}
@@ -63,7 +75,7 @@ def visualize(
     from lgdram_cli.training.runs import load_run, test_canvases
     from lgdram_cli.viz.glimpses import glimpse_gif, glimpse_sheet
 
-    run = load_run(checkpoints[0])
+    run = load_run(given[0])
     for mode in glimpse_modes:
         count = n or (16 if mode == "gif" else 4)
         batch = test_canvases(run, data=data, n=count, seed=seed)
@@ -89,31 +101,42 @@ def _preview(
         batch, _ = file.read(slice(0, min(n, file.n)))
     else:
         from lgdram_cli.cli.gen_data import build_spec
+        from lgdram_cli.contract import generate_checked
         from lgdram_cli.data.presets import make_generator
 
         spec = build_spec(dataset, None, sets, n=n, split=split, seed=seed)
-        batch = make_generator(spec.dataset).generate(n, split, seed)
+        # the batch check gen-data and train run: a plugin's bad batch is named, exit 2
+        batch = generate_checked(make_generator(spec.dataset), n, split, seed)
     dataset_sheet(batch, out)
     err.print(f"wrote {out}")
 
 
+#: export.formats.FORMATS, named here so that a mistyped format is answered without torch.
+EXPORT_FORMATS = ("onnx", "pt2", "folder")
+
+
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="A run.safetensors checkpoint.")],
+    checkpoint: Annotated[Path, typer.Argument(help="A run folder or its run.safetensors checkpoint.", show_default=False)],
     fmt: Annotated[str, typer.Option("--format", "-f", help="onnx, pt2 or folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (onnx, pt2) or folder.")],
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
+    allow_edited: AllowEditedOpt = False,
 ) -> None:
     """Export a trained model to ONNX, a torch.export program, or a self-describing folder."""
-    from lgdram_cli.errors import unknown_name
-    from lgdram_cli.export.formats import FORMATS, export_folder, export_onnx, export_pt2
+    from lgdram_cli.errors import UserError, unknown_name
+    from lgdram_cli.integrity import ALLOW_EDITED
+    from lgdram_cli.training.rundir import existing_checkpoint
 
-    if fmt not in FORMATS:
-        raise unknown_name("export format", fmt, FORMATS)
+    ALLOW_EDITED.set(allow_edited)
+
+    if fmt not in EXPORT_FORMATS:
+        raise unknown_name("export format", fmt, EXPORT_FORMATS)
     if out.exists() and not force:
-        from lgdram_cli.errors import UserError
-
         raise UserError(f"{out} already exists; pass --force to replace it")
+    existing_checkpoint(checkpoint)  # a wrong path is answered before torch loads
+    from lgdram_cli.export.formats import export_folder, export_onnx, export_pt2
+
     set_threads(threads)
     from lgdram_cli.training.runs import load_run
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lgdram_cli.geometry import px_to_loc
+
 DIGIT = 28
 
 
@@ -162,6 +164,8 @@ def centre_table(side: int, device: torch.device) -> torch.Tensor:
 
     Why a table: a GPU divides a tensor by a scalar through the scalar's reciprocal, which
     rounds differently in the last bit, and the canvases' centres must be bit-identical on
-    every device. The CPU formula is the one centres were always computed with. Cached: a
-    copy to the GPU from ordinary memory waits for the GPU's queue to drain."""
-    return (torch.arange(2 * side + 1, dtype=torch.float32) / side - 1.0).to(device)
+    every device. Entry k is `geometry.px_to_loc(k / 2, side)`, the centre of a box whose
+    edges sum to k, on the CPU (bit for bit k / side − 1, the formula centres were always
+    computed with). Cached: a copy to the GPU from ordinary memory waits for the GPU's queue
+    to drain."""
+    return px_to_loc(torch.arange(2 * side + 1, dtype=torch.float32) / 2, side).to(device)

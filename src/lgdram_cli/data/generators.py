@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from lgdram_cli import PLUGIN_API_VERSION
 from lgdram_cli.data.canvas import DIGIT, CanvasBatch, compose, digit_boxes
 from lgdram_cli.data.sources import DigitSet, load_digits
+from lgdram_cli.registry import own_description, plugin_description
 from lgdram_cli.specs import StrictModel
 
 #: Canvases are composed in chunks of this many, each from its own seeded generator, so a
@@ -23,10 +24,26 @@ from lgdram_cli.specs import StrictModel
 CHUNK = 256
 
 
-def chunk_generator(seed: int, chunk: int) -> torch.Generator:
-    """An independent, reproducible random stream for chunk `chunk` of a run seeded `seed`."""
-    state = np.random.SeedSequence([seed & 0xFFFFFFFF, chunk]).generate_state(2, dtype=np.uint64)
+def chunk_generator(seed: int, chunk: int, stream: int = 0) -> torch.Generator:
+    """An independent, reproducible random stream (a CPU `torch.Generator`) for chunk `chunk`
+    (canvases chunk·CHUNK … chunk·CHUNK + CHUNK − 1) of a dataset seeded `seed`.
+
+    Draw everything about a chunk's canvases from it, for the whole chunk, then slice: item i
+    then depends only on (seed, i), whichever `start` and `n` it is asked for with. `stream`
+    picks another independent stream for the same chunk: lgdram's own canvases use stream 0,
+    so a task that adds its own randomness on top of them uses 1, 2, …"""
+    entropy = [seed & 0xFFFFFFFF, chunk] + ([stream] if stream else [])
+    state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint64)
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
+def chunks(start: int, n: int) -> list[tuple[int, int, int]]:
+    """The chunks that items start … start + n − 1 span: (chunk, lo, hi) with items lo … hi − 1
+    of that chunk wanted (they go to positions chunk·CHUNK + lo − start … of the output)."""
+    return [
+        (chunk, max(start - chunk * CHUNK, 0), min(start + n - chunk * CHUNK, CHUNK))
+        for chunk in range(start // CHUNK, (start + n - 1) // CHUNK + 1)
+    ] if n > 0 else []
 
 
 class DatasetConfig(StrictModel):
@@ -45,7 +62,12 @@ class DatasetGenerator:
 
     plugin_api_version: ClassVar[int] = PLUGIN_API_VERSION
     Config: ClassVar[type[DatasetConfig]] = DatasetConfig
+    #: one line for `lgdram plugins`; default: the first line of the class's own docstring
     description: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own_description(cls)
 
     def __init__(self, config: DatasetConfig) -> None:
         self.config = config
@@ -279,3 +301,60 @@ class ModifiedClutteredTask(CanvasTask):
     """M-CMNIST: random distractor count in a range, optional colour, any canvas (default 100×100, 4–20)."""
 
     Config = ModifiedClutteredConfig
+
+
+def function_task(fn: Any, name: str) -> type[DatasetGenerator]:
+    """A DatasetGenerator class around a plain generate function, for quick experiments
+    (`--dataset my_tasks:make_canvases`, `lgdram.register("dataset", "mine", make_canvases)`).
+
+    `fn(n, split, seed, device="cpu", start=0) -> CanvasBatch` follows
+    `DatasetGenerator.generate`'s contract (deterministic, slicing-independent). Channels and
+    canvas size are read from a first canvas; the number of classes from the function's
+    `classes` attribute (default 10; read when asked, so a decorator may come first). The
+    config has only `type`."""
+
+    class FunctionTaskConfig(DatasetConfig):
+        type: str = name
+
+    class FunctionTask(DatasetGenerator):
+        Config = FunctionTaskConfig
+        description = plugin_description(fn) or f"generate function {getattr(fn, '__qualname__', name)}"
+
+        def __init__(self, config: DatasetConfig) -> None:
+            super().__init__(config)
+            self._shape: tuple[int, int, int] | None = None
+
+        def _first(self) -> tuple[int, int, int]:
+            if self._shape is None:
+                images = getattr(fn(1, "train", 0, "cpu", 0), "images", None)
+                if not isinstance(images, torch.Tensor) or images.dim() != 4:
+                    from lgdram_cli.errors import UserError
+
+                    shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+                    raise UserError(
+                        f"dataset '{name}' (function {getattr(fn, '__qualname__', fn)}) returned images "
+                        f"{shape}; a CanvasBatch's images are uint8 [N, C, H, W]"
+                    )
+                self._shape = tuple(images.shape[1:])
+            return self._shape
+
+        @property
+        def channels(self) -> int:
+            return self._first()[0]
+
+        @property
+        def size(self) -> tuple[int, int]:
+            return self._first()[1:]
+
+        @property
+        def classes(self) -> int:
+            return int(getattr(fn, "classes", 10))
+
+        def generate(
+            self, n: int, split: str, seed: int, device: torch.device | str = "cpu", start: int = 0
+        ) -> CanvasBatch:
+            return fn(n, split, seed, device, start)
+
+    FunctionTask.__qualname__ = FunctionTask.__name__ = f"FunctionTask[{getattr(fn, '__qualname__', name)}]"
+    FunctionTask.__module__ = getattr(fn, "__module__", __name__)
+    return FunctionTask

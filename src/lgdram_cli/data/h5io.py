@@ -17,8 +17,12 @@ reader never sees a half-written dataset and an existing one is never clobbered 
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ import h5py
 import numpy as np
 import torch
 
+from lgdram_cli import resources
 from lgdram_cli.data.canvas import CanvasBatch
 from lgdram_cli.errors import UserError
 
@@ -40,6 +45,75 @@ FIELDS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
     "n_distractors": (np.dtype(np.int16), ()),
     "annotated": (np.dtype(np.bool_), ()),
 }
+
+
+class GuardedFile(io.RawIOBase):
+    """A file for h5py's `fileobj` driver that never lets a failed write reach HDF5.
+
+    When the disk fills up (or a file-size limit, quota or I/O error strikes), HDF5's own file
+    driver leaves the library in a broken state: closing the file fails again, and freeing
+    h5py's objects at exit crashes the interpreter (SIGSEGV). Here the first failed write is
+    recorded, later writes are dropped, and HDF5 is told every write succeeded, so the file can
+    be closed normally; `check()` raises the recorded error (the caller then removes the file).
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._f = open(path, "w+b", buffering=0)  # noqa: SIM115 (closed in close())
+        self.error: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._f.readinto(buffer)
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes
+        if self.error is None:
+            try:
+                view, done = memoryview(data).cast("B"), 0
+                while done < size:
+                    written = self._f.write(view[done:])
+                    if not written:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    done += written
+            except OSError as exc:
+                self.error = exc
+        return size
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        try:
+            return self._f.truncate(size)
+        except OSError as exc:
+            if self.error is None:
+                self.error = exc
+            return self._f.tell() if size is None else size
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        super().close()
+
+    def check(self) -> None:
+        """Raise the first write error, if there was one."""
+        if self.error is not None:
+            raise self.error
 
 
 class CanvasWriter:
@@ -94,17 +168,56 @@ class CanvasFile:
         self._f: h5py.File | None = None
         f = self._open()
         try:
-            self.attrs = {k: _attr(v) for k, v in f.attrs.items()}
-            self._validate(f)
-            self.n = int(f["labels"].shape[0])
-            self.shape = tuple(int(s) for s in f["images"].shape[1:])  # (C, H, W)
+            with self._damage("its structure"):
+                self.attrs = {k: _attr(v) for k, v in f.attrs.items()}
+                self._validate(f)
+                self.n = int(f["labels"].shape[0])
+                self.shape = tuple(int(s) for s in f["images"].shape[1:])  # (C, H, W)
+            self.classes = self._classes()
+            self._spec = self._read_spec()
         except UserError:
             self.close()
             raise
 
+    @contextmanager
+    def _damage(self, what: str) -> Iterator[None]:
+        """h5py's errors on a damaged file (OSError, KeyError, ValueError, … from libhdf5) as
+        one UserError naming the file."""
+        try:
+            yield
+        except UserError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, OverflowError, AttributeError) as exc:
+            detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise UserError(
+                f"{self.path} is corrupt ({what} cannot be read: {detail}); regenerate it with 'lgdram gen-data'"
+            ) from exc
+
     @property
     def spec(self) -> dict[str, Any]:
-        return json.loads(self.attrs.get("lgdram.spec", "{}"))
+        return dict(self._spec)
+
+    def _read_spec(self) -> dict[str, Any]:
+        text = self.attrs.get("lgdram.spec", "{}")
+        try:
+            spec = json.loads(text) if isinstance(text, str) else None
+        except (ValueError, RecursionError):
+            spec = None
+        if not isinstance(spec, dict):
+            raise UserError(f"{self.path}: its 'lgdram.spec' attribute is not a JSON object; regenerate it with 'lgdram gen-data'")
+        return spec
+
+    def _classes(self) -> int:
+        """The number of classes the file declares (`lgdram.classes`; 10 when it does not)."""
+        value = self.attrs.get("lgdram.classes", 10)
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise UserError(f"{self.path}: its 'lgdram.classes' attribute is {value!r}, not a number of classes")
+        classes = int(value)
+        if not 1 <= classes <= 1_000_000:
+            raise UserError(f"{self.path}: its 'lgdram.classes' attribute is {classes}; a file needs 1 or more classes")
+        return classes
 
     def _open(self) -> h5py.File:
         if self._f is None or self._pid != os.getpid():
@@ -112,7 +225,7 @@ class CanvasFile:
                 raise UserError(f"dataset file not found: {self.path}")
             try:
                 self._f = h5py.File(self.path, "r")
-            except OSError as exc:
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
                 raise UserError(
                     f"{self.path} is not a readable HDF5 file (truncated or another format); "
                     "regenerate it with 'lgdram gen-data'"
@@ -143,23 +256,62 @@ class CanvasFile:
                 n = d.shape[0]
             elif d.shape[0] != n:
                 raise UserError(f"{where}: '{name}' has {d.shape[0]} rows but 'images' has {n}")
+        if not n:
+            raise UserError(f"{where} holds no samples (N = 0); regenerate it with 'lgdram gen-data --n N'")
+        if min(f["images"].shape[1:]) < 1:
+            raise UserError(f"{where}: 'images' has shape {f['images'].shape}; a canvas needs pixels")
 
     def read(self, index: slice | np.ndarray | list[int]) -> tuple[CanvasBatch, torch.Tensor]:
-        """Samples at `index` (a slice or sorted indices) as a CanvasBatch + annotated mask."""
+        """Samples at `index` (a slice or sorted indices) as a CanvasBatch + annotated mask.
+        Labels outside the file's classes and non-finite centres or boxes are a UserError."""
+        rows = len(range(*index.indices(self.n))) if isinstance(index, slice) else len(index)
+        c, h, w = self.shape
+        resources.check_rows(rows, c * h * w * 5 + 64, self.path, "reading canvases")  # uint8 + float32 copies
         f = self._open()
-        try:
+        with self._damage("its samples"):  # checksum (fletcher32), decompression, a damaged index
             arrays = {name: f[name][index] for name in FIELDS}
-        except OSError as exc:  # checksum (fletcher32) or decompression failure
-            raise UserError(f"{self.path} is corrupt ({exc}); regenerate it with 'lgdram gen-data'") from exc
+        self._check_values(arrays, index)
         batch = CanvasBatch(*(torch.from_numpy(np.asarray(arrays[k])) for k in list(FIELDS)[:5]))
         return batch, torch.from_numpy(np.asarray(arrays["annotated"]))
 
+    def _check_values(self, arrays: dict[str, Any], index: slice | np.ndarray | list[int]) -> None:
+        """Values no model can use: a label outside 0 … classes − 1, a NaN or infinite centre or box."""
+        rows = range(self.n)[index] if isinstance(index, slice) else np.asarray(index)
+        labels = np.asarray(arrays["labels"])
+        bad = np.flatnonzero((labels < 0) | (labels >= self.classes))
+        if bad.size:
+            i = int(bad[0])
+            raise UserError(
+                f"{self.path}: label {int(labels[i])} at row {int(rows[i])} is outside 0…{self.classes - 1} "
+                f"(the file declares {self.classes} classes); regenerate it with 'lgdram gen-data'"
+            )
+        for name in ("centers", "boxes"):
+            values = np.asarray(arrays[name])
+            bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+            if bad.size:
+                i = int(bad[0])
+                raise UserError(
+                    f"{self.path}: '{name}' at row {int(rows[i])} is {values[i].tolist()} (not finite); "
+                    "regenerate it with 'lgdram gen-data'"
+                )
+
     def annotated(self) -> np.ndarray:
         """The `annotated` mask of every sample (read alone: no canvases are decompressed)."""
-        try:
-            return np.asarray(self._open()["annotated"][:], dtype=bool)
-        except OSError as exc:
-            raise UserError(f"{self.path} is corrupt ({exc}); regenerate it with 'lgdram gen-data'") from exc
+        # the mask, its indices and a permutation of them (training's annotation pool)
+        resources.check_rows(self.n, 18, self.path, "reading the annotated mask")
+        with self._damage("its annotated mask"):
+            mask = np.asarray(self._open()["annotated"][:], dtype=bool)
+        self.check_targets()  # training reads random rows for hours: a bad one must stop it now
+        return mask
+
+    def check_targets(self, block: int = 1 << 20) -> None:
+        """Every row's label, centre and box, read a block at a time (no canvases)."""
+        f = self._open()
+        for lo in range(0, self.n, block):
+            index = slice(lo, min(lo + block, self.n))
+            with self._damage("its labels and locations"):
+                arrays = {name: f[name][index] for name in ("labels", "centers", "boxes")}
+            self._check_values(arrays, index)
 
     def close(self) -> None:
         if self._f is not None and self._pid == os.getpid():

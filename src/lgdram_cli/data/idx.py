@@ -20,13 +20,32 @@ IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 
 
-def read_bytes(path: Path) -> bytes:
-    """The decompressed content of an IDX file (gzip detected by its magic bytes)."""
+#: Largest decompressed IDX file lgdram reads (MNIST's training images: 47 MB): a small gzip
+#: file can expand to gigabytes.
+MAX_IDX_BYTES = 2 << 30
+
+
+def read_bytes(path: Path, limit: int | None = None) -> bytes:
+    """The decompressed content of an IDX file (gzip detected by its magic bytes), at most
+    `limit` bytes (default MAX_IDX_BYTES, and no more than the memory available)."""
+    from lgdram_cli.resources import human, memory_available
+
+    available = memory_available()
+    limit = min(limit or MAX_IDX_BYTES, available // 2 if available else MAX_IDX_BYTES)
     try:
-        raw = path.read_bytes()
-        return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        with open(path, "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+            f.seek(0)
+            if gz:
+                with gzip.GzipFile(fileobj=f) as z:
+                    data = z.read(limit + 1)
+            else:
+                data = f.read(limit + 1)
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise UserError(f"cannot read IDX file {path}: {exc}; re-download or replace it") from exc
+    if len(data) > limit:
+        raise UserError(f"IDX file {path} holds more than {human(limit)} (decompressed); lgdram reads at most that")
+    return data
 
 
 def parse_images(data: bytes, path: Path) -> np.ndarray:

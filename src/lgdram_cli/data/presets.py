@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lgdram_cli.errors import unknown_name
-from lgdram_cli.registry import DATASETS
+from lgdram_cli.registry import DATASETS, TARGET
 from lgdram_cli.specs import read_spec_file
 
 SUFFIXES = (".toml", ".json", ".yaml", ".yml")
@@ -66,7 +66,10 @@ def resolve_dataset(name: str) -> dict[str, Any]:
         return read_spec_file(found[name])
     if name in DATASETS.names():
         return {"type": name}
-    raise unknown_name("dataset", name, set(found) | set(DATASETS.names()))
+    if TARGET.fullmatch(name):  # `my_tasks:SpeckleTask`: a class (or generate function) imported by name
+        DATASETS.entry(name).load()
+        return {"type": name}
+    raise DATASETS.unknown(name, also=found)
 
 
 def make_generator(spec: dict[str, Any], where: str = "dataset") -> Any:

@@ -44,6 +44,19 @@ FASHION_MD5 = {
     "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
     "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
 }
+#: Sizes in bytes of the published gzip files: a download is cut off a little past them.
+MNIST_SIZES = {
+    "train-images-idx3-ubyte.gz": 9_912_422,
+    "train-labels-idx1-ubyte.gz": 28_881,
+    "t10k-images-idx3-ubyte.gz": 1_648_877,
+    "t10k-labels-idx1-ubyte.gz": 4_542,
+}
+FASHION_SIZES = {
+    "train-images-idx3-ubyte.gz": 26_421_880,
+    "train-labels-idx1-ubyte.gz": 29_515,
+    "t10k-images-idx3-ubyte.gz": 4_422_102,
+    "t10k-labels-idx1-ubyte.gz": 5_148,
+}
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -51,10 +64,17 @@ MNIST_MIRRORS = (
 FASHION_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 NAMES = ("mnist", "mnist-mini", "fashion-mnist", "idx:DIR")
+#: Classes of every digit source (MNIST, Fashion-MNIST and IDX folders in their format).
+CLASSES = 10
 
 
 class SourceFallbackWarning(UserWarning):
     """The requested digit source was unavailable and another one was used."""
+
+
+#: (LGDRAM_DATA, cache folder, mirrors) for which this process found no MNIST and warned: no
+#: second download attempt and no second warning there (files put in place later are found).
+_FELL_BACK: set[tuple[str, str, str]] = set()
 
 
 @dataclass(frozen=True)
@@ -100,20 +120,29 @@ def _load_cached(source: str, split: str, _data_env: str) -> DigitSet:
     if source == "mnist-mini":
         return _mnist_mini(split)
     if source == "mnist":
-        directory = _find_or_download("mnist", MNIST_MD5, "LGDRAM_MNIST_MIRRORS", MNIST_MIRRORS)
+        # one download attempt and one warning per process (and place to look): the other
+        # split, and every later generator, take the same decision quietly
+        key = (os.environ.get("LGDRAM_DATA", ""), str(cache_dir()), os.environ.get("LGDRAM_MNIST_MIRRORS", ""))
+        directory, why = _find_or_download(
+            "mnist", MNIST_MD5, "LGDRAM_MNIST_MIRRORS", MNIST_MIRRORS, sizes=MNIST_SIZES, fetch=key not in _FELL_BACK
+        )
         if directory is None:
-            warnings.warn(
-                "full MNIST is not on disk and could not be downloaded; using the bundled "
-                "'mnist-mini' (4,000 train / 1,000 test digits) instead. Put MNIST's IDX files "
-                "in $LGDRAM_DATA to use it offline.",
-                SourceFallbackWarning,
-                stacklevel=3,
-            )
+            if key not in _FELL_BACK:
+                _FELL_BACK.add(key)
+                warnings.warn(
+                    f"full MNIST is not on disk and could not be downloaded ({_first(why)}); using the bundled "
+                    "'mnist-mini' (4,000 train / 1,000 test digits) instead (said once per process). To use full "
+                    f"MNIST offline, put its four IDX files (train-images-idx3-ubyte.gz, …) in {cache_dir() / 'mnist'} "
+                    "or $LGDRAM_DATA/mnist; to silence this, ask for the bundled digits: --set dataset.digits=mnist-mini",
+                    SourceFallbackWarning,
+                    stacklevel=3,
+                )
             return _mnist_mini(split)
         return _read_split(directory, split, "mnist")
     if source == "fashion-mnist":
-        directory = _find_or_download(
-            "fashion-mnist", FASHION_MD5, "LGDRAM_FASHION_MIRRORS", FASHION_MIRRORS, DEBIAN_FASHION_DIR
+        directory, _ = _find_or_download(
+            "fashion-mnist", FASHION_MD5, "LGDRAM_FASHION_MIRRORS", FASHION_MIRRORS, DEBIAN_FASHION_DIR,
+            sizes=FASHION_SIZES,
         )
         if directory is None:
             raise UserError(
@@ -136,24 +165,41 @@ def _locate(directory: Path, gz_name: str) -> Path | None:
     return None
 
 
+def _first(why: str, limit: int = 160) -> str:
+    """The first failure of a list, short enough for a one-line warning."""
+    first = why.split("; ")[0]
+    return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
 def _find_or_download(
-    name: str, md5: dict[str, str], mirror_env: str, default_mirrors: tuple[str, ...], *extra: Path
-) -> Path | None:
-    """A directory with all four IDX files of `name`, downloading into the cache if needed."""
+    name: str, md5: dict[str, str], mirror_env: str, default_mirrors: tuple[str, ...], *extra: Path,
+    sizes: dict[str, int] | None = None, fetch: bool = True,
+) -> tuple[Path | None, str]:
+    """A directory with all four IDX files of `name`, downloading into the cache if needed;
+    (None, why) when that is not possible: no mirror answered in time and within the size cap,
+    or the cache cannot be written (an unwritable $XDG_CACHE_HOME, a read-only ~/.cache)."""
     env = os.environ.get("LGDRAM_DATA")
     candidates = [Path(env) / name, Path(env)] if env else []
     candidates += [*extra, cache_dir() / name]
     for directory in candidates:
-        if _has_files(directory):
-            return directory
+        try:
+            if _has_files(directory):
+                return directory, ""
+        except OSError:  # a path the system refuses (too long, a loop): not this one
+            continue
     target = cache_dir() / name
+    if not fetch:
+        return None, "not on disk; this process already tried to download it"
     try:
         for filename, digest in md5.items():
             if _locate(target, filename) is None:
-                download(filename, mirrors(mirror_env, default_mirrors), target / filename, digest)
-    except DownloadUnavailable:
-        return None
-    return target
+                download(filename, mirrors(mirror_env, default_mirrors), target / filename, digest,
+                         size=(sizes or {}).get(filename))
+    except DownloadUnavailable as exc:
+        return None, str(exc)
+    except OSError as exc:  # the cache folder refuses the file: fall back like offline
+        return None, f"cannot write the cache {target}: {exc.strerror or exc}"
+    return target, ""
 
 
 def _single_pair(directory: Path) -> tuple[Path, Path] | None:
@@ -185,6 +231,14 @@ def _read_split(directory: Path, split: str, source: str) -> DigitSet:
         raise UserError(f"{image_path} has {len(images)} images but {label_path} has {len(labels)} labels")
     if images.shape[1:] != (28, 28):
         raise UserError(f"{image_path} holds {images.shape[1]}×{images.shape[2]} images; lgdram needs 28×28")
+    if len(images) == 0:
+        raise UserError(f"{image_path} holds no images (its header says 0); re-download or replace it")
+    if labels.max() >= CLASSES:
+        bad = int(np.flatnonzero(labels >= CLASSES)[0])
+        raise UserError(
+            f"{label_path}: label {int(labels[bad])} at item {bad} is outside 0…{CLASSES - 1} "
+            "(MNIST-format digit sources have 10 classes); re-download or replace it"
+        )
     digest = hashlib.sha256(image_bytes + label_bytes).hexdigest()
     return DigitSet(images.copy(), labels.astype(np.int64), source, split, digest)
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from collections.abc import Callable
@@ -50,26 +51,42 @@ def check_exportable(run: LoadedRun) -> None:
 
 
 def _atomic_output(out: Path, force: bool, write: Callable[[Path], None], is_dir: bool = False) -> None:
-    """`write` a temp path beside `out`, then swap it into place (no partial outputs)."""
-    with atomic_path(out, force=force, folder=is_dir) as tmp:
+    """`write` a temp path beside `out`, then swap it into place (no partial outputs), holding
+    the output's lock (a second export to the same `out` is refused)."""
+    from lgdram_cli.locking import output_lock
+
+    with output_lock(out, "lgdram export"), atomic_path(out, force=force, folder=is_dir) as tmp:
         write(tmp)
 
 
+def _write_bytes(tmp: Path, data: bytes) -> None:
+    """Bytes made in memory to the temp file: a failing disk (full, read-only) is an OSError
+    here, in Python, never inside a C++ writer (torch's zip writer aborts the process on it)."""
+    with open(tmp, "wb") as f:
+        f.write(data)
+
+
 def export_onnx(run: LoadedRun, out: Path, force: bool = False) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:  # torch.onnx needs it; say so, not "cannot be exported"
+        raise UserError("ONNX export needs the onnx package: pip install onnx (pipx: pipx inject lgdram onnx)")
     check_exportable(run)
     policy = Policy(run.model).eval()
 
     def write(tmp: Path) -> None:
+        buffer = io.BytesIO()  # the graph is made in memory; only then written (a full disk is a write error)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the tracer's notes on constants: our tests check numerics
                 torch.onnx.export(
-                    policy, (example_input(run),), str(tmp), input_names=["images"],
+                    policy, (example_input(run),), buffer, input_names=["images"],
                     output_names=["logits", "locations"], opset_version=ONNX_OPSET, dynamo=False,
                     dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}, "locations": {0: "batch"}},
                 )
         except Exception as exc:
             raise UserError(f"model '{run.model.config.type}' cannot be exported to ONNX: {exc}".splitlines()[0]) from exc
+        _write_bytes(tmp, buffer.getvalue())
 
     _atomic_output(out, force, write)
 
@@ -84,7 +101,9 @@ def export_pt2(run: LoadedRun, out: Path, force: bool = False) -> None:
             program = torch.export.export(policy, (example_input(run),), dynamic_shapes=({0: batch},))
         except Exception as exc:
             raise UserError(f"model '{run.model.config.type}' cannot be exported with torch.export: {exc}".splitlines()[0]) from exc
-        torch.export.save(program, str(tmp))
+        buffer = io.BytesIO()  # torch's zip writer aborts the process when the disk is full: write it ourselves
+        torch.export.save(program, buffer)
+        _write_bytes(tmp, buffer.getvalue())
 
     _atomic_output(out, force, write)
 

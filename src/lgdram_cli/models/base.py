@@ -12,12 +12,13 @@ Conventions every model honours:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from lgdram_cli import PLUGIN_API_VERSION
+from lgdram_cli.registry import own_description
 from lgdram_cli.specs import StrictModel
 
 
@@ -48,9 +49,15 @@ class Model(nn.Module):
 
     plugin_api_version: ClassVar[int] = PLUGIN_API_VERSION
     Config: ClassVar[type[ModelConfig]] = ModelConfig
+    #: one line for `lgdram plugins`; default: the first line of the class's own docstring (a
+    #: RAM subclass with a docstring is not listed with RAM's description)
     description: ClassVar[str] = ""
     #: False for models that cannot be unrolled into a static ONNX/torch.export graph.
     exportable: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own_description(cls)
 
     def __init__(self, config: ModelConfig, *, channels: int, size: tuple[int, int], classes: int) -> None:
         super().__init__()

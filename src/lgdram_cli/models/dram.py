@@ -19,7 +19,6 @@ from torch import nn
 
 from lgdram_cli.models.base import ModelOutput
 from lgdram_cli.models.cores import Core
-from lgdram_cli.models.precision import fp32
 from lgdram_cli.models.ram import AttentionConfig, AttentionModel
 
 
@@ -96,7 +95,7 @@ class DRAM(AttentionModel):
         states, tops, means, locations, actions = [], [], [], [], []
         for t in range(T):
             tops.append(r2)
-            means.append(torch.tanh(fp32(self.locator, r2)))
+            means.append(self.policy_mean(r2))
             actions.append(self._act(means[-1], None if noise is None else noise[:, t]))
             loc = self.look(actions[-1])
             locations.append(loc)

@@ -54,6 +54,10 @@ class AttentionConfig(ModelConfig):
     hidden: int = 256
     glimpse_hidden: int = 128
     loc_std: float = 0.11
+    #: policy means are loc_range·tanh(W·h): 0.8 is the LG-DRAM seed's `convert_ratio`, which
+    #: keeps a saturated policy's glimpses on the image; with 1.0 a policy whose tanh saturates
+    #: at a corner looks at zero padding and gets no gradient back (docs/results.md)
+    loc_range: float = 1.0
     sensor: Literal["fc", "conv"] = "fc"
     core: CoreName = "lstm"
     #: how the glimpse network merges "what" and "where": "sum" (Mnih et al. 2014, the seed's
@@ -69,6 +73,8 @@ class AttentionConfig(ModelConfig):
             raise ValueError(f"loc_std must be a positive number, got {self.loc_std}")
         if self.loc_std > 2:
             raise ValueError(f"loc_std {self.loc_std} exceeds the whole [-1, 1] location range; use <= 2")
+        if not 0 < self.loc_range <= 1:
+            raise ValueError(f"loc_range must be in (0, 1], got {self.loc_range}")
         return self
 
 
@@ -151,6 +157,11 @@ class AttentionModel(Model):
         if replicas < 1:
             raise ValueError(f"replicas must be a positive integer, got {replicas}")
         return images.shape[0] * replicas
+
+    def policy_mean(self, h: torch.Tensor) -> torch.Tensor:
+        """The location policy's mean for state `h`: loc_range·tanh(W·h + b), in float32."""
+        mean = torch.tanh(fp32(self.locator, h))
+        return mean if self.config.loc_range == 1.0 else mean * self.config.loc_range
 
     @staticmethod
     def _act(mean: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
@@ -255,6 +266,7 @@ class RAM(AttentionModel):
             and type(self.locator) is nn.Linear
             and type(self.baseline) is nn.Linear
             and type(self)._act is AttentionModel._act
+            and type(self).policy_mean is AttentionModel.policy_mean
         )
 
     def forward(self, images: torch.Tensor, deterministic: bool = False, replicas: int = 1) -> ModelOutput:
@@ -269,7 +281,9 @@ class RAM(AttentionModel):
         if self._can_fuse():
             # a fixed first location is the same for every replica of an image: one glimpse per image
             shared = self.share_first and replicas > 1 and (self.config.start == "centre" or deterministic)
-            plan = LoopPlan(self.retina, sensed, replicas, T, self.config.core, shared_first=shared)
+            plan = LoopPlan(
+                self.retina, sensed, replicas, T, self.config.core, shared_first=shared, loc_range=self.config.loc_range
+            )
             H, last, M, L, baselines = GlimpseLoop.apply(plan, loc, noise, *weights_of(self))
             # the loop reads clamp(M + noise); log π is scored at the unclamped M + noise
             actions = M.detach() if noise is None else M.detach() + noise.transpose(0, 1)
@@ -281,7 +295,7 @@ class RAM(AttentionModel):
             h, state = self.core(g, state)
             states.append(h)
             if t < T - 1:
-                means.append(torch.tanh(fp32(self.locator, h)))
+                means.append(self.policy_mean(h))
                 actions.append(self._act(means[-1], None if noise is None else noise[:, t]))
                 loc = self.look(actions[-1])
                 locations.append(loc)

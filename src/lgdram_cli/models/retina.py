@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lgdram_cli.errors import UserError
+from lgdram_cli.geometry import half_extent
 
 _TIE = 1e-3  # px; see module docstring
 #: int32 gather indices: half the memory traffic of int64. Safe while all scales' grids together
@@ -254,7 +255,9 @@ class Retina(nn.Module):
         """The state around `levels` (views of `flat`, or its parts): what depends only on the shapes."""
         C, H, W = images.shape[1:]
         g = self.g
-        half = images.new_tensor([0.5 * W, 0.5 * H])
+        # pixel = (loc + 1)·half (`geometry.loc_to_px`), folded with the patch offset into one
+        # addcmul per glimpse: start = loc·half + origin, origin = half − shift
+        half = half_extent((H, W), images)
 
         def ints(values: list) -> torch.Tensor:
             return torch.tensor(values, device=images.device, dtype=INDEX)

@@ -41,6 +41,8 @@ class LoopPlan:
     #: the first glimpse is the same for the M replicas of an image (a fixed start): compute it
     #: once per image; its gradients are summed over the replicas
     shared_first: bool = False
+    #: policy means are loc_range·tanh(·)
+    loc_range: float = 1.0
 
     def first_rows(self, n: int) -> int:
         return n // self.replicas if self.shared_first else n
@@ -186,6 +188,8 @@ class GlimpseLoop(torch.autograd.Function):
             if t < T - 1:
                 torch.addmm(heads_bias, heads, Hs[t].t(), out=MTs[t])
                 MTs[t][:2].tanh_()
+                if plan.loc_range != 1.0:
+                    MTs[t][:2].mul_(plan.loc_range)
                 if noises is None:
                     As[t + 1].copy_(Ms[t])
                 else:
@@ -212,7 +216,8 @@ class GlimpseLoop(torch.autograd.Function):
         first = plan.first_rows(n)
         dWloc = dbloc = dMp = dWb = dbb = None
         if dM is not None and T > 1:
-            dMp = dM * (1 - M * M)  # through tanh
+            r = plan.loc_range  # through r·tanh: d(r·tanh z)/dz = r·(1 − tanh²) = (r² − M²)/r
+            dMp = dM * (1 - M * M) if r == 1.0 else dM * ((r * r - M * M) / r)
         if (dMp is not None or dB is not None) and T > 1:
             # both heads' weight gradients from one pass over the states: [dM' | dB]ᵀ·H
             d_heads = H.new_zeros(T - 1, n, 3)

@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 
-from lgdram_cli.allocator import keep_freed_memory
 from lgdram_cli.training.feed import OnTheFlyFeed
 from lgdram_cli.training.loop import build, make_optimizer, train_step
 from lgdram_cli.training.spec import TrainSpec
@@ -45,10 +44,17 @@ def nominal_step_flops(setup: Any, batch: Any, M: int) -> float:
 
 class StepTimer:
     """One model, optimizer and fixed batch, ready to time training steps in blocks (so that a
-    benchmark can interleave them with a reference measured under the same conditions)."""
+    benchmark can interleave them with a reference measured under the same conditions).
 
-    def __init__(self, spec: TrainSpec, device: torch.device) -> None:
-        keep_freed_memory()  # as `train` does
+    `keep_freed_memory=True` first tunes the process's allocator as `lgdram train` does
+    (`allocator.keep_freed_memory`: process-wide, so only a command asks for it — `lgdram
+    bench train` does; a library caller keeps its process as it is)."""
+
+    def __init__(self, spec: TrainSpec, device: torch.device, *, keep_freed_memory: bool = False) -> None:
+        if keep_freed_memory:
+            from lgdram_cli.allocator import keep_freed_memory as tune
+
+            tune()
         torch.manual_seed(spec.seed)
         self.spec, self.device = spec, device
         self.setup = setup = build(spec)
@@ -100,7 +106,9 @@ class StepTimer:
         }
 
 
-def time_train_step(spec: TrainSpec, device: torch.device, steps: int, warmup: int) -> dict[str, Any]:
-    timer = StepTimer(spec, device)
+def time_train_step(
+    spec: TrainSpec, device: torch.device, steps: int, warmup: int, *, keep_freed_memory: bool = False
+) -> dict[str, Any]:
+    timer = StepTimer(spec, device, keep_freed_memory=keep_freed_memory)
     timer.run(warmup)
     return timer.report(timer.run(steps))

@@ -1,7 +1,8 @@
 """Held-out evaluation: accuracy and where the model looked, with a deterministic policy.
 
 Location metrics are in pixels of the canvas: a glimpse at (x, y) ∈ [-1, 1]² is at pixel
-((x + 1) W / 2, (y + 1) H / 2), the grid_sample convention the generators use for centres.
+((x + 1) W / 2, (y + 1) H / 2), the grid_sample convention the generators use for centres
+(`lgdram_cli.geometry`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ from typing import Any
 import torch
 
 from lgdram_cli.data.canvas import CanvasBatch
+from lgdram_cli.geometry import box_contains, loc_to_px
 
-
-def to_pixels(loc: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    H, W = size
-    scale = torch.tensor([W / 2, H / 2], device=loc.device, dtype=loc.dtype)
-    return (loc + 1) * scale
+#: lgdram 0.1's name of `geometry.loc_to_px`
+to_pixels = loc_to_px
 
 
 @torch.no_grad()
@@ -45,14 +44,10 @@ def evaluate(
             c = (out.step_logits.argmax(-1) == labels[:, None]).sum(0).double().cpu()
             step_correct = c if step_correct is None else step_correct + c
         if out.locations is not None:
-            loc_px = to_pixels(out.locations, size)  # [b, T, 2]
-            centre_px = to_pixels(data.centers[lo : lo + chunk].to(device), size)[:, None, :]
+            loc_px = loc_to_px(out.locations, size)  # [b, T, 2]
+            centre_px = loc_to_px(data.centers[lo : lo + chunk].to(device), size)[:, None, :]
             loc_err_sum += float((loc_px - centre_px).norm(dim=-1).sum())
-            box = data.boxes[lo : lo + chunk].to(device)[:, None, :]
-            inside = (
-                (loc_px[..., 0] >= box[..., 0]) & (loc_px[..., 0] < box[..., 2])
-                & (loc_px[..., 1] >= box[..., 1]) & (loc_px[..., 1] < box[..., 3])
-            )
+            inside = box_contains(data.boxes[lo : lo + chunk].to(device)[:, None, :], loc_px)
             in_box_sum += float(inside.sum())
             glimpse_count += inside.numel()
     model.train(was_training)

@@ -3,25 +3,27 @@
 One step: a batch of B images (generated or read), each replicated M times for the
 Monte-Carlo policy-gradient estimate; forward with sampled glimpse locations; hybrid loss;
 backward; global-norm clip; Adam step with an exponentially decaying learning rate.
-Evaluation (deterministic policy) and checkpoints every `eval_every` steps; metrics as
-JSON lines beside the checkpoint. Everything depends only on (spec, seed, step), so an
-interrupted run resumed with `--resume` ends with the same weights as an uninterrupted one.
+Evaluation (deterministic policy) and checkpoints every `eval_every` steps; metrics go to
+the run's loggers and the display through one `RunLog` (training/runlog.py). Everything
+depends only on (spec, seed, step), so an interrupted run resumed with `--resume` ends with
+the same weights as an uninterrupted one.
+
+No process-wide side effects beyond the run's own seed: the CLI, not this module, tunes the
+allocator (`keep_freed_memory`) and the thread count.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lgdram_cli.allocator import keep_freed_memory
+from lgdram_cli.contract import generate_checked, probe
 from lgdram_cli.data.canvas import CanvasBatch
 from lgdram_cli.data.generators import DatasetGenerator
 from lgdram_cli.data.h5io import CanvasFile
@@ -29,49 +31,17 @@ from lgdram_cli.data.presets import make_generator
 from lgdram_cli.errors import RunFailure, UserError
 from lgdram_cli.interrupts import StopFlag
 from lgdram_cli.losses import HybridLoss, LossBatch, read_metrics
-from lgdram_cli.models.base import Model, ModelOutput
-from lgdram_cli.registry import MODELS
-from lgdram_cli.specs import validate
+from lgdram_cli.models.base import Model
+from lgdram_cli.models.build import build_model  # build_model: also re-exported (lgdram 0.1's place)
 from lgdram_cli.training import checkpoint as ckpt
 from lgdram_cli.training import distributed
 from lgdram_cli.training.evaluate import evaluate
 from lgdram_cli.training.feed import FileFeed, OnTheFlyFeed, TrainBatch, check_file_matches
+from lgdram_cli.training.loggers import resolve as resolve_loggers
 from lgdram_cli.training.precision import check_precision, mixed_precision
+from lgdram_cli.training.runlog import THRESHOLDS, MetricsLog  # noqa: F401 (the names of lgdram 0.1)
+from lgdram_cli.training.runlog import Display, RunLog, make_display, spec_path, summary, write_spec
 from lgdram_cli.training.spec import DEFAULT_LOSS, TrainSpec
-
-THRESHOLDS = (0.5, 0.8, 0.9)
-
-
-def probe(generator: DatasetGenerator, model: Model) -> ModelOutput:
-    """Catch a plugin that breaks the tensor contract before training starts, naming it."""
-    from lgdram_cli.testing import check_batch, check_output
-
-    size = tuple(generator.size)
-    sample = generator.generate(2, "train", 0)
-    problem = check_batch(sample, 2, generator.channels, size, generator.classes)
-    if problem:
-        raise UserError(f"{getattr(generator, 'origin', 'the dataset')} returned a bad batch: {problem}")
-    state = torch.get_rng_state()  # probing must not shift the training run's random stream
-    with torch.no_grad():
-        out = model(sample.images.float() / 255, replicas=2)
-    torch.set_rng_state(state)
-    problem = check_output(out, 4, generator.classes)
-    if problem:
-        raise UserError(f"{getattr(model, 'origin', 'the model')}: {problem}")
-    return out
-
-
-def build_model(
-    model_spec: dict[str, Any], channels: int, size: tuple[int, int], classes: int, where: str = "model"
-) -> Model:
-    """Two-stage: `type` picks the registry entry, its Config validates the parameters."""
-    if "type" not in model_spec:
-        raise UserError("the model spec needs a 'type' (e.g. ram or dram)")
-    entry = MODELS.entry(str(model_spec["type"]))
-    cls = entry.load()
-    model = cls(validate(cls.Config, model_spec, where=where), channels=channels, size=size, classes=classes)
-    model.origin = f"model '{entry.name}' from '{entry.origin}'"  # for error messages
-    return model
 
 
 @dataclass
@@ -92,6 +62,10 @@ class Setup:
         out["dataset"] = self.generator.resolved_config()
         out["model"] = self.model.config.model_dump(mode="json")
         out["loss"] = {name: term.config.model_dump(mode="json") for name, term in self.loss.terms.items()}
+        if out.get("loggers") == ["jsonl"]:
+            # the default is left out: a default run's spec stays the spec of checkpoints that
+            # predate loggers (sweeps and --resume compare specs)
+            del out["loggers"]
         return out
 
     def gamma(self, step: int) -> float | None:
@@ -126,7 +100,7 @@ def load_test_set(setup: Setup) -> CanvasBatch:
         check_file_matches(file, setup.channels, setup.size, "the model")
         data, _ = file.read(slice(0, min(spec.eval_n, file.n)))
         return data
-    return setup.generator.generate(spec.eval_n, "test", spec.eval_seed)
+    return generate_checked(setup.generator, spec.eval_n, "test", spec.eval_seed)
 
 
 def train_step(
@@ -207,37 +181,6 @@ def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-class MetricsLog:
-    """Appends JSON lines to run.metrics.jsonl and tracks steps-to-accuracy thresholds."""
-
-    def __init__(self, path: Path, resume_step: int | None, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
-        self.reached: dict[str, int] = {}
-        self._mode = "w"  # a new run replaces an old file at its first line, not before
-        if enabled and resume_step is not None and path.exists():
-            # keep what the checkpoint has seen; lines past it (a run killed after its last
-            # checkpoint) would be written again by the resumed run
-            kept = [r for r in map(json.loads, path.read_text().splitlines()) if r.get("step", 0) <= resume_step]
-            for record in kept:
-                self.reached.update(record.get("steps_to", {}))
-            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            self._mode = "a"
-
-    def eval(self, step: int, metrics: dict[str, Any]) -> None:
-        for t in THRESHOLDS:
-            key = f"{round(t * 100)}%"
-            if key not in self.reached and metrics["accuracy"] >= t:
-                self.reached[key] = step
-        metrics["steps_to"] = dict(self.reached)
-        self.write({"kind": "eval", "step": step, **metrics})
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.enabled:
-            with self.path.open(self._mode) as f:
-                f.write(json.dumps(record) + "\n")
-            self._mode = "a"
-
-
 def train(
     spec: TrainSpec,
     out: Path,
@@ -246,12 +189,18 @@ def train(
     resume: bool = False,
     log: Callable[[str], None] = print,
     progress: Any = None,
+    display: Display | None = None,
 ) -> dict[str, Any]:
-    """Run (or continue) a training run; return the final evaluation metrics."""
-    keep_freed_memory()
+    """Run (or continue) a training run; return the final evaluation metrics (empty on the
+    processes of a distributed run other than the main one).
+
+    `display` shows progress and messages. Without one, messages go to `log`, and progress to
+    `progress` (a Rich `Progress`) when it is given and enabled, else as a plain line through
+    `log` every `log_every` steps.
+    """
     world, device = distributed.setup(device)
     try:
-        return _train(spec, out, device, world, resume, log, progress)
+        return _train(spec, out, device, world, resume, display or make_display(log, progress))
     finally:
         # Free the DDP wrapper (and the communication work it holds) while the process group
         # is alive: gloo aborts the process if that happens at interpreter exit instead.
@@ -260,116 +209,141 @@ def train(
 
 
 def _train(
-    spec: TrainSpec, out: Path, device: torch.device, world: distributed.World, resume: bool,
-    log: Callable[[str], None], progress: Any,
+    spec: TrainSpec, out: Path, device: torch.device, world: distributed.World, resume: bool, display: Display,
 ) -> dict[str, Any]:
     torch.manual_seed(spec.seed * 1000 + world.rank)
     check_precision(spec.precision, device)
+    loggers = resolve_loggers(spec.loggers)  # an unknown or uninstalled logger fails before any output
     setup = build(spec)
     model = setup.model.to(device)
     optimizer = make_optimizer(model, spec.optim.lr)
-    start = 0
+    start = _restore(out, setup, model, optimizer, device) if resume else 0
+    run_log = RunLog(
+        out, spec, setup.resolved(), loggers=loggers, resume_step=start if resume else None,
+        world=world, device=device, display=display,
+    )
     if resume:
-        previous = ckpt.load_checkpoint(out)
-        _check_resumable(previous.spec, setup, out)
-        ckpt.load_weights(model, previous)
-        rng = ckpt.load_training_state(ckpt.optim_path(out), optimizer, previous.step)
-        _set_rng_state(rng, device)
-        start = previous.step
-        if spec.steps < start:
-            raise UserError(f"--resume: {out} is already at step {start}; ask for --steps {start} or more")
-        log(f"resuming {out} at step {start}")
+        run_log.message(f"resuming {out} at step {start}")
+    run = _Run(
+        spec, setup, out, world, device, model, optimizer, make_feed(spec, setup, world, device),
+        load_test_set(setup) if world.is_main else None, run_log,
+    )
+    try:
+        run.announce(list(loggers))
+        run_log.open()
+        run.loop(start)
+        if spec.steps == start:  # nothing to train (--steps 0, or resuming a finished run): still report
+            run.evaluate(start)
+            if not resume:
+                run.checkpoint(start)
+    except BaseException:
+        run.forget_spec_file(resume)
+        raise
+    finally:
+        run_log.close()
+    if not world.is_main:
+        return {}
+    return {**run.last_eval, "steps_to": dict(run_log.thresholds.reached)}
+
+
+def _restore(out: Path, setup: Setup, model: Model, optimizer: torch.optim.Optimizer, device: torch.device) -> int:
+    """Load a checkpoint's weights, optimizer and RNG state for `--resume`; its step."""
+    previous, rng = ckpt.load_state(out, model, optimizer, check=lambda c: _check_resumable(c.spec, setup, out))
+    _set_rng_state(rng, device)
+    if setup.spec.steps < previous.step:
+        raise UserError(f"--resume: {out} is already at step {previous.step}; ask for --steps {previous.step} or more")
+    return previous.step
+
+
+def make_feed(spec: TrainSpec, setup: Setup, world: distributed.World, device: torch.device) -> OnTheFlyFeed | FileFeed:
+    """Training batches: read from `spec.data`, or generated on the fly."""
     if spec.data:
         file = CanvasFile(spec.data)
         check_file_matches(file, setup.channels, setup.size, "the model")
-        feed: OnTheFlyFeed | FileFeed = FileFeed(
-            file, spec.seed, spec.annotations, spec.batch_size, pool=spec.annotation_pool
-        )
-    else:
-        feed = OnTheFlyFeed(
-            setup.generator, spec.seed, spec.annotations, spec.batch_size, world.size,
-            pool=spec.annotation_pool, device=device,
-        )
-    test_set = load_test_set(setup) if world.is_main else None
-    resolved = setup.resolved()
-    if world.is_main:
-        log("spec: " + json.dumps(resolved, sort_keys=True))
-        where = f"device: {describe_device(device)}"
-        if world.enabled:
-            where += f"; distributed: {world.size} process(es), backend {distributed.backend()}"
-        log(where)
-    net = distributed.wrap(model, world, device)
-    metrics_log = MetricsLog(ckpt.metrics_path(out), start if resume else None, world.is_main)
-    last_eval: dict[str, Any] = {}
-    M = spec.mc
+        return FileFeed(file, spec.seed, spec.annotations, spec.batch_size, pool=spec.annotation_pool)
+    return OnTheFlyFeed(
+        setup.generator, spec.seed, spec.annotations, spec.batch_size, world.size,
+        pool=spec.annotation_pool, device=device,
+    )
 
-    def checkpoint(step: int) -> None:
-        if world.is_main:
-            ckpt.save_checkpoint(out, model, resolved, step, last_eval)
-            ckpt.save_training_state(ckpt.optim_path(out), optimizer, step, _rng_state(device))
 
-    def run_eval(step: int) -> None:
-        nonlocal last_eval
-        if not world.is_main:
+@dataclass
+class _Run:
+    """A training run between its set-up and its end: the loop and what it does at each step."""
+
+    spec: TrainSpec
+    setup: Setup
+    out: Path
+    world: distributed.World
+    device: torch.device
+    model: Model
+    optimizer: torch.optim.Optimizer
+    feed: OnTheFlyFeed | FileFeed
+    test_set: CanvasBatch | None
+    log: RunLog
+    last_eval: dict[str, Any] = field(default_factory=dict)
+    saved: bool = False  # a checkpoint was written by this run
+    net: torch.nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        self.net = distributed.wrap(self.model, self.world, self.device)
+
+    def announce(self, loggers: list[str]) -> None:
+        """Write run.spec.json beside the checkpoint and show the spec in a few lines."""
+        if not self.world.is_main:
             return
-        last_eval = {"step": step, **evaluate(model, test_set, device)}
-        last_eval["gamma"] = setup.gamma(step)
-        metrics_log.eval(step, last_eval)
-        loc = last_eval.get("location_error_px")
-        log(
-            f"step {step}: test accuracy {last_eval['accuracy']:.3f}"
-            + (f", location error {loc:.1f} px" if loc is not None else "")
-        )
+        where = describe_device(self.device)
+        if self.world.enabled:
+            where += f"; distributed: {self.world.size} process(es), backend {distributed.backend()}"
+        path = write_spec(self.out, self.log.resolved)
+        for line in summary(self.log.resolved, self.model, where, path, loggers):
+            self.log.message(line)
 
-    task = progress.add_task("train", total=spec.steps, completed=start) if progress else None
-    window: dict[str, float] = {}
-    window_steps, t_window = 0, time.perf_counter()
-    with StopFlag() as stop:
-        for step in range(start, spec.steps):
-            lr = learning_rate(spec, step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = feed.batch(step, world.rank, device)
-            try:
-                terms = train_step(net, setup.loss, optimizer, batch, step, M, spec.optim.clip, spec.precision)
-            except FloatingPointError as exc:
-                raise RunFailure(
-                    f"training diverged at step {step}: {exc}; the last good checkpoint {out} is kept "
-                    "(lower optim.lr or optim.clip, then resume or restart)"
-                ) from exc
-            for k, v in terms.items():
-                window[k] = window.get(k, 0.0) + float(v)
-            window_steps += 1
-            done = step + 1
-            if done % spec.log_every == 0 or done == spec.steps:
-                elapsed = time.perf_counter() - t_window
-                record = {k: v / window_steps for k, v in window.items()}
-                record = {k: distributed.mean(v, world, device) for k, v in sorted(record.items())}
-                record.update(
-                    kind="train", step=done, lr=lr, gamma=setup.gamma(step),
-                    images_per_s=window_steps * spec.batch_size * M * world.size / elapsed,
-                )
-                metrics_log.write(record)
-                window, window_steps, t_window = {}, 0, time.perf_counter()
-            if (spec.eval_every and done % spec.eval_every == 0) or done == spec.steps:
-                run_eval(done)
-                checkpoint(done)
-            elif spec.checkpoint_every and done % spec.checkpoint_every == 0:
-                checkpoint(done)
-            if task is not None:
-                progress.update(task, completed=done)
-            if stop.requested:
-                if world.is_main:
-                    checkpoint(done)
-                    log(f"interrupted: saved {out} at step {done}; continue with --resume")
-                raise KeyboardInterrupt
-    if spec.steps == start:  # nothing to train (--steps 0, or resuming a finished run): still report
-        run_eval(start)
-        if not resume:
-            checkpoint(start)
-    if not world.is_main:
-        return {}
-    return {**last_eval, "steps_to": dict(metrics_log.reached)}
+    def forget_spec_file(self, resume: bool) -> None:
+        """A new run that stops before its first checkpoint leaves no spec file behind."""
+        if self.world.is_main and not resume and not self.saved and not self.out.exists():
+            spec_path(self.out).unlink(missing_ok=True)
+
+    def loop(self, start: int) -> None:
+        spec = self.spec
+        self.log.begin(start)
+        with StopFlag() as stop:
+            for step in range(start, spec.steps):
+                self.train_step(step)
+                done = step + 1
+                if (spec.eval_every and done % spec.eval_every == 0) or done == spec.steps:
+                    self.evaluate(done)
+                    self.checkpoint(done)
+                elif spec.checkpoint_every and done % spec.checkpoint_every == 0:
+                    self.checkpoint(done)
+                if stop.requested:
+                    self.checkpoint(done)
+                    self.log.message(f"interrupted: saved {self.out} at step {done}; continue with --resume")
+                    raise KeyboardInterrupt
+
+    def train_step(self, step: int) -> None:
+        spec = self.spec
+        lr = learning_rate(spec, step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = self.feed.batch(step, self.world.rank, self.device)
+        try:
+            terms = train_step(self.net, self.setup.loss, self.optimizer, batch, step, spec.mc, spec.optim.clip, spec.precision)
+        except FloatingPointError as exc:
+            raise RunFailure(f"training diverged at step {step}: {exc}; {ckpt.divergence_note(self.out, self.optimizer)}") from exc
+        self.log.step(step, terms, lr, self.setup.gamma(step))
+
+    def evaluate(self, step: int) -> None:
+        if not self.world.is_main:
+            return
+        self.last_eval = {"step": step, **evaluate(self.model, self.test_set, self.device)}
+        self.last_eval["gamma"] = self.setup.gamma(step)
+        self.log.eval(step, self.last_eval)  # adds steps_to
+
+    def checkpoint(self, step: int) -> None:
+        if self.world.is_main:
+            ckpt.save_state(self.out, self.model, self.optimizer, self.log.resolved, step, self.last_eval, _rng_state(self.device))
+            self.saved = True
 
 
 def _check_resumable(previous: dict[str, Any], setup: Setup, out: Path) -> None:

@@ -298,9 +298,9 @@ def curves(summary: dict[str, Any]) -> dict[str, list[list[tuple[int, float]]]]:
 
 
 def write_outputs(summary: dict[str, Any], prefix: Path) -> list[Path]:
-    """PREFIX.md, .csv, .json and .curves.png, each written atomically."""
+    """PREFIX.md, .csv and .json, each written atomically (the command draws PREFIX.curves.png
+    from `curves(summary)` with `viz.curves.plot_spread`: pictures are a layer above this one)."""
     from lgdram_cli.atomic import atomic_path
-    from lgdram_cli.viz.curves import plot_spread
 
     texts = {".md": markdown(summary), ".csv": csv_text(summary), ".json": json.dumps(summary, indent=1) + "\n"}
     written = []
@@ -309,7 +309,4 @@ def write_outputs(summary: dict[str, Any], prefix: Path) -> list[Path]:
         with atomic_path(target) as tmp:
             tmp.write_text(text)
         written.append(target)
-    target = prefix.with_name(prefix.name + ".curves.png")
-    plot_spread(curves(summary), target, title=headline(summary))
-    written.append(target)
     return written

@@ -9,14 +9,16 @@ from typing import Any, Optional
 import torch
 
 from lgdram_cli.data.canvas import CanvasBatch
+from lgdram_cli.data.contract import generate_checked
 from lgdram_cli.data.generators import DatasetGenerator
 from lgdram_cli.data.h5io import CanvasFile
 from lgdram_cli.data.presets import make_generator, resolve_dataset
 from lgdram_cli.models.base import Model
-from lgdram_cli.specs import apply_overrides
+from lgdram_cli.models.build import build_model
+from lgdram_cli.specs import apply_overrides, expand_set_keys
 from lgdram_cli.training import checkpoint as ckpt
+from lgdram_cli.training import rundir
 from lgdram_cli.training.feed import check_file_matches
-from lgdram_cli.training.loop import build_model
 
 
 @dataclass
@@ -30,8 +32,14 @@ class LoadedRun:
 
 
 def load_run(path: Path, device: torch.device | str = "cpu") -> LoadedRun:
-    """Rebuild the model a checkpoint's spec describes and load its weights (validated)."""
+    """Rebuild the model a checkpoint's spec describes and load its weights (validated).
+    `path` is a checkpoint file or a run folder (its run.safetensors, which must be the run
+    the folder's spec file, if it has one, describes)."""
+    folder = Path(path) if Path(path).is_dir() else None
+    path = rundir.checkpoint_of(Path(path))
     c = ckpt.load_checkpoint(path)
+    if folder is not None:
+        rundir.check_folder_spec(folder, c.spec, path)
     generator = make_generator(c.spec.get("dataset", {}), where=f"dataset (in {path})")
     model = build_model(
         c.spec.get("model", {}), generator.channels, tuple(generator.size), generator.classes, where=f"model (in {path})"
@@ -39,6 +47,13 @@ def load_run(path: Path, device: torch.device | str = "cpu") -> LoadedRun:
     ckpt.load_weights(model, c)
     model.to(device).eval()
     return LoadedRun(Path(path), c.spec, c.step, c.metrics, generator, model)
+
+
+def dataset_sets(sets: Optional[list[str]]) -> list[str]:
+    """`--set` overrides of a dataset section on its own (eval, visualize): `canvas=100` and
+    `dataset.canvas=100` alike, by the rule every command shares."""
+    expanded = expand_set_keys(sets, top={"dataset"}, sections={"dataset": lambda: ()}, default="dataset")
+    return [s.removeprefix("dataset.") for s in expanded]
 
 
 def test_canvases(
@@ -55,7 +70,7 @@ def test_canvases(
     if dataset or sets:
         spec = resolve_dataset(dataset) if dataset else dict(run.spec["dataset"])
         # `--set canvas=100` and `--set dataset.canvas=100` both address the dataset here
-        generator = make_generator(apply_overrides(spec, [s.removeprefix("dataset.") for s in sets or []]))
+        generator = make_generator(apply_overrides(spec, dataset_sets(sets)))
         if (generator.channels, tuple(generator.size)) != (run.model.channels, run.model.size):
             from lgdram_cli.errors import UserError
 
@@ -64,4 +79,5 @@ def test_canvases(
                 f"but the model in {run.path} expects {run.model.channels}-channel {run.model.size[0]}x{run.model.size[1]}"
             )
     count = n or int(run.spec.get("eval_n", 1000))
-    return generator.generate(count, "test", seed if seed is not None else int(run.spec.get("eval_seed", 1)))
+    # the same batch check as gen-data and train: a plugin returning [N, H, W] is named here too
+    return generate_checked(generator, count, "test", seed if seed is not None else int(run.spec.get("eval_seed", 1)))

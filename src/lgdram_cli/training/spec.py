@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from lgdram_cli.specs import StrictModel
 
@@ -62,6 +62,11 @@ class TrainSpec(StrictModel):
     eval_seed: int = Field(1, ge=0, lt=2**32, description="seed of the held-out test canvases")
     log_every: int = Field(50, gt=0, description="steps between training-metric lines")
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints (0: at every evaluation)")
+    loggers: list[str] = Field(
+        default_factory=lambda: ["jsonl"],
+        description="metrics loggers, by registered name: jsonl, csv, tensorboard or a plugin's; jsonl "
+        "(run.metrics.jsonl) is always on, because --resume and the results read it",
+    )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",
         description="fp32, or bf16 mixed precision: bf16 matrix products on float32 master weights and "
@@ -81,6 +86,19 @@ class TrainSpec(StrictModel):
                 if pool is not None:
                     data["annotation_pool"] = pool
         return data
+
+    @field_validator("loggers")
+    @classmethod
+    def _jsonl_always_on(cls, names: list[str]) -> list[str]:
+        from lgdram_cli.errors import UserError
+        from lgdram_cli.registry import LOGGERS
+
+        for name in names:
+            try:
+                LOGGERS.entry(name)  # a registered name or `module:Class`; loaded when the run starts
+            except UserError as exc:
+                raise ValueError(str(exc)) from None
+        return list(dict.fromkeys(["jsonl", *names]))
 
     @model_validator(mode="after")
     def _one_budget(self) -> TrainSpec:
@@ -113,15 +131,28 @@ def parse_annotations(text: str | float | int, name: str = "annotations") -> tup
 
 def train_schema() -> dict[str, Any]:
     """JSON Schema of the train spec, with each section's registered alternatives inlined."""
-    from lgdram_cli.registry import DATASETS, LOSSES, MODELS
+    from lgdram_cli.registry import DATASETS, LOSSES, MODELS, plugin_description
 
     schema = TrainSpec.model_json_schema()
     props = schema["properties"]
     props["dataset"] = {"oneOf": [c.Config.model_json_schema() for c in DATASETS.usable().values()]}
     props["model"] = {"oneOf": [c.Config.model_json_schema() for c in MODELS.usable().values()]}
+    on = ", ".join(DEFAULT_LOSS)
+    terms = {}
+    for name, c in LOSSES.usable().items():
+        terms[name] = c.Config.model_json_schema()
+        state = "on by default" if name in DEFAULT_LOSS else f"off by default; add it with --set loss.{name}.weight=W or --loss {name}"
+        terms[name]["description"] = f"{plugin_description(c)} ({state})"
     props["loss"] = {
         "type": "object",
-        "properties": {name: c.Config.model_json_schema() for name, c in LOSSES.usable().items()},
+        "description": (
+            f"hybrid loss: the sum of its terms, registered loss name → its config (weight, schedule, …). "
+            f"On by default: {on} (weight 1 each). `--set loss.NAME.KEY=VALUE` (e.g. loss.rloo.weight=1) or "
+            f"`--loss NAME[=WEIGHT]` adds a term to these or sets one of its parameters; `--set loss.NAME=null` "
+            f"removes one; a spec file's [loss] table replaces the default terms"
+        ),
+        "default": {k: dict(v) for k, v in DEFAULT_LOSS.items()},
+        "properties": terms,
         "additionalProperties": False,
     }
     return schema

@@ -170,11 +170,10 @@ def _known(option: str, key: str, leaf: str, where: str, known: list[str]) -> No
 def full_key(key: str, option: str, base: dict[str, Any]) -> str:
     """The full path of a short key, as `train --set` reads it (`glimpses` → `model.glimpses`),
     so that one grid axis always gets one folder name however it was typed."""
-    from lgdram_cli.cli import train_cmd
+    from lgdram_cli.training.assemble import expand_train_sets as expand
     from lgdram_cli.training.spec import TrainSpec
 
-    expand = getattr(train_cmd, "expand_train_sets", None)
-    if expand is None or key.split(".")[0] in TrainSpec.model_fields:
+    if key.split(".")[0] in TrainSpec.model_fields:
         return key
     try:
         return expand(base, [f"{key}=0"])[0].partition("=")[0]
@@ -246,7 +245,7 @@ def spec_diff(a: dict[str, Any], b: dict[str, Any], ignore: tuple[str, ...] = ()
 
 def train_level_spec(recipe: Recipe, sets: list[str], steps: int | None, params: dict[str, str], seed: int | None) -> Any:
     """The TrainSpec `lgdram train --spec RECIPE …` assembles for one run (or the base, no params)."""
-    from lgdram_cli.cli.train_cmd import train_spec
+    from lgdram_cli.training.assemble import train_spec
 
     return train_spec(
         spec_file=recipe.path, annotations=params.get("annotations"), sets=[*sets, *grid_sets(params)],
@@ -498,16 +497,6 @@ def eval_steps(metrics: Path) -> set[int]:
     return steps
 
 
-def _optim_step(path: Path) -> str | None:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("lgdram.step")
-    except Exception:  # missing or cut short: no usable optimizer state
-        return None
-
-
 def run_state(run: Run) -> State:
     """Where a run stands; a checkpoint of another spec in its folder is refused, never mixed."""
     from lgdram_cli.training import checkpoint as ckpt
@@ -524,7 +513,9 @@ def run_state(run: Run) -> State:
     steps = int(run.spec["steps"])
     if found.step >= steps and steps in eval_steps(ckpt.metrics_path(run.path)):
         return State("done", found.step)
-    if _optim_step(ckpt.optim_path(run.path)) != str(found.step):
+    # `train --resume` picks the newest complete weights + optimizer pair (checkpoint.load_state),
+    # also after a kill between writing the two; only a run without any optimizer state restarts
+    if not (ckpt.optim_path(run.path).exists() or ckpt.staged_optim_path(run.path).exists()):
         return State("restart", found.step)
     return State("partial", found.step)
 

@@ -34,7 +34,7 @@ def pyplot(what: str = "--curves") -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise UserError(f"{what} needs matplotlib: pip install matplotlib (or 'lgdram[viz]')") from exc
+        raise UserError(f"{what} needs matplotlib: pip install matplotlib (pipx: pipx inject lgdram matplotlib)") from exc
     return plt
 
 

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from lgdram_cli.geometry import loc_to_px
+
 Colour = tuple[int, int, int]
 
 GREEN = (40, 200, 60)  # glimpse boxes and verdicts: prediction right
@@ -53,9 +55,9 @@ def to_rgb(image: torch.Tensor, scale: int) -> Image.Image:
 
 
 def to_canvas_px(loc: Sequence[float], size: tuple[int, int], scale: int) -> tuple[float, float]:
-    """(x, y) ∈ [-1, 1] → drawn pixel coordinates (grid_sample convention)."""
-    H, W = size
-    return ((loc[0] + 1) / 2 * W * scale, (loc[1] + 1) / 2 * H * scale)
+    """(x, y) ∈ [-1, 1] → drawn pixel coordinates: `geometry.loc_to_px`, times the upscale."""
+    x, y = loc_to_px((float(loc[0]), float(loc[1])), size)
+    return (x * scale, y * scale)
 
 
 def box_px(box: Sequence[float], scale: int) -> tuple[int, int, int, int]:

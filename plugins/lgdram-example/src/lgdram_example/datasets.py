@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from lgdram.plugin_api import CanvasBatch, CanvasConfig, DatasetGenerator, TranslatedTask
+from lgdram.plugin_api import CanvasBatch, CanvasConfig, DatasetGenerator, TranslatedTask, box_centre
 
 
 class DigitSumConfig(CanvasConfig):
@@ -56,7 +56,7 @@ class DigitSumTask(DatasetGenerator):
             [torch.minimum(left.boxes[:, 0], rb[:, 0]), torch.minimum(left.boxes[:, 1], rb[:, 1]),
              torch.maximum(left.boxes[:, 2], rb[:, 2]), torch.maximum(left.boxes[:, 3], rb[:, 3])], dim=1
         )
-        centers = torch.stack([(box[:, 0] + box[:, 2]) / W - 1, (box[:, 1] + box[:, 3]) / H - 1], dim=1)
+        centers = box_centre(box, (H, W))  # the union box's centre, (x, y) in [-1, 1]
         return CanvasBatch(
             images=torch.cat([left.images, right.images], dim=-1),
             labels=left.labels + right.labels,

@@ -37,5 +37,8 @@ class BoxHingeLoss(Loss):
         per_row = (outside**2).sum(dim=(1, 2))
         mask = batch.annotated.to(per_row.dtype)
         value = (per_row * mask).sum() / mask.sum().clamp(min=1.0)
-        inside = ((outside == 0).all(-1).float().mean(-1) * mask).sum() / mask.sum().clamp(min=1.0)
-        return LossTerm(self.config.weight * value, {"hinge": float(value.detach()), "inside": float(inside)})
+        # share of decisions inside the box (a 1-glimpse RAM makes none: P = 0 counts as inside)
+        share = (outside == 0).all(-1).float().mean(-1).nan_to_num(1.0)
+        inside = (share * mask).sum() / mask.sum().clamp(min=1.0)
+        # metrics as detached scalar tensors: the trainer reads a step's metrics in one go
+        return LossTerm(self.config.weight * value, {"hinge": value.detach(), "inside": inside.detach()})
