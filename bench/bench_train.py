@@ -45,9 +45,10 @@ from lgdram_cli.training.benchmark import StepTimer, time_train_step  # noqa: E4
 from lgdram_cli.training.spec import TrainSpec  # noqa: E402
 
 
-def matmul_seconds(n: int = 1024, repeats: int = 10) -> list[float]:
-    """Times of `repeats` fp32 n×n products (after a warm-up): the machine's matmul rate."""
-    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+def matmul_seconds(n: int = 1024, repeats: int = 10, dtype: torch.dtype = torch.float32) -> list[float]:
+    """Times of `repeats` n×n products into a preallocated output (after a warm-up): the
+    machine's matmul rate in `dtype`."""
+    a, b, c = (torch.randn(n, n, dtype=dtype) for _ in range(3))
     for _ in range(3):
         torch.mm(a, b, out=c)
     times = []
@@ -77,18 +78,6 @@ def reference_ms(steps: int, warmup: int, mc: int) -> float:
     return 1000 * sorted(times)[len(times) // 2]
 
 
-def product_seconds(dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> list[float]:
-    a, b, c = (torch.randn(n, n, dtype=dtype) for _ in range(3))
-    for _ in range(2):
-        torch.mm(a, b, out=c)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=c)
-        times.append(time.perf_counter() - t0)
-    return times
-
-
 def precision_section(steps: int, warmup: int, blocks: int) -> dict[str, float]:
     """fp32 and bf16 steps of DRAM and RAM-LSTM, interleaved with the 1024² product rates."""
     cpu = torch.device("cpu")
@@ -106,8 +95,8 @@ def precision_section(steps: int, warmup: int, blocks: int) -> dict[str, float]:
     for _ in range(blocks):
         for key, t in timers.items():
             times[key] += t.run(per_block)
-        fp32 += product_seconds(torch.float32)
-        bf16 += product_seconds(torch.bfloat16)
+        fp32 += matmul_seconds(repeats=5)
+        bf16 += matmul_seconds(repeats=5, dtype=torch.bfloat16)
     flop = 2 * 1024**3
     rate32, rate16 = flop / median(fp32) / 1e9, flop / median(bf16) / 1e9
     result: dict[str, float] = {"matmul_gflops_fp32": round(rate32, 1), "matmul_gflops_bf16": round(rate16, 1)}
