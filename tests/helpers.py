@@ -228,3 +228,28 @@ def default_sigint() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def python_blocks(text: str) -> list[str]:
+    """The ```python blocks of a Markdown text, in order."""
+    import re
+
+    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def run_doc_blocks(blocks: list[tuple[str, str]], name: str) -> tuple[dict, float]:
+    """Run documentation examples ((label, code) pairs) in one namespace, as a reader would,
+    restoring torch's thread count; returns the namespace and the seconds they took."""
+    import time
+
+    import torch
+
+    namespace: dict = {"__name__": name}
+    threads = torch.get_num_threads()
+    started = time.perf_counter()
+    try:
+        for label, block in blocks:
+            exec(compile(block, label, "exec"), namespace)
+    finally:
+        torch.set_num_threads(threads)
+    return namespace, time.perf_counter() - started

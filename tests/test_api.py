@@ -3,14 +3,12 @@ input forms; loading a run from its folder or checkpoint; no process-wide side e
 
 from __future__ import annotations
 
-import re
-import time
 
 import pytest
 import torch
 
 import lgdram
-from helpers import REPO
+from helpers import REPO, python_blocks, run_doc_blocks
 from lgdram.plugin_api import UserError
 
 DOC = REPO / "docs" / "api.md"
@@ -20,23 +18,12 @@ TINY = dict(
 )
 
 
-def python_blocks(text: str) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
-
-
 def test_the_api_doc_examples_run(tmp_path, monkeypatch):
     blocks = python_blocks(DOC.read_text())
     assert len(blocks) >= 5, "docs/api.md lost its examples"
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": "__api_doc__"}
-    threads = torch.get_num_threads()
-    started = time.perf_counter()
-    try:
-        for i, block in enumerate(blocks):
-            exec(compile(block, f"docs/api.md block {i + 1}", "exec"), namespace)
-    finally:
-        torch.set_num_threads(threads)
-    assert time.perf_counter() - started < 30  # tiny settings: seconds on a CPU
+    _, seconds = run_doc_blocks([(f"docs/api.md block {i + 1}", b) for i, b in enumerate(blocks)], "__api_doc__")
+    assert seconds < 30  # tiny settings: seconds on a CPU
     assert (tmp_path / "runs" / "first" / "run.safetensors").is_file()
     assert (tmp_path / "glimpses.gif").is_file() and (tmp_path / "glimpses.png").is_file()
     assert (tmp_path / "test.h5").is_file()

@@ -5,11 +5,9 @@ plugin can be written from the guide alone."""
 from __future__ import annotations
 
 import re
-import time
 
-import torch
 
-from helpers import REPO
+from helpers import REPO, python_blocks, run_doc_blocks
 
 DOC = REPO / "docs" / "plugins.md"
 #: The sections whose ```python blocks run (in this order: later blocks use earlier classes).
@@ -24,24 +22,14 @@ def section(text: str, heading: str) -> str:
     return text[start : stop.start() if stop else len(text)]
 
 
-def python_blocks(text: str) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
-
-
 def test_the_plugin_guide_examples_run(tmp_path, monkeypatch):
     text = DOC.read_text()
     blocks = [(heading, block) for heading in SECTIONS for block in python_blocks(section(text, heading))]
     assert len(blocks) >= 8, "docs/plugins.md lost its examples"
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": "__plugins_doc__"}
-    threads = torch.get_num_threads()
-    started = time.perf_counter()
-    try:
-        for i, (heading, block) in enumerate(blocks):
-            exec(compile(block, f"docs/plugins.md {heading!r} block {i + 1}", "exec"), namespace)
-    finally:
-        torch.set_num_threads(threads)
-    assert time.perf_counter() - started < 120  # tiny settings: seconds on a CPU
+    labelled = [(f"docs/plugins.md {heading!r} block {i + 1}", b) for i, (heading, b) in enumerate(blocks)]
+    namespace, seconds = run_doc_blocks(labelled, "__plugins_doc__")
+    assert seconds < 120  # tiny settings: seconds on a CPU
     assert (tmp_path / "runs" / "speckle" / "run.safetensors").is_file()
     # what the guide promises about the classes it wrote
     assert namespace["ConvRAM"].description.startswith("RAM with a convolutional glimpse network")

@@ -215,3 +215,14 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel], wher
         msg = msg[len("Value error, ") :]
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     return f"invalid value for '{full}': {msg}{more}" if full else f"invalid spec: {msg}{more}"
+
+
+def flatten_spec(spec: Any, prefix: str = "") -> dict[str, Any]:
+    """{'model': {'hidden': 32}} → {'model.hidden': 32}: the dotted keys `--set` uses, for
+    naming the keys in which two specs differ."""
+    if isinstance(spec, dict) and spec:
+        out: dict[str, Any] = {}
+        for k, v in spec.items():
+            out.update(flatten_spec(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: spec}

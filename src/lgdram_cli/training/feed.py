@@ -75,6 +75,8 @@ class OnTheFlyFeed:
             return _to_train_batch(data, (coin < self.share).to(device), device)
         chosen = coin < self.pool_rate
         which = torch.randint(0, len(self.pool.labels), (self.batch_size,), generator=g)[chosen]
+        if not len(which):  # most batches at small pools: no copy
+            return _to_train_batch(data, chosen.to(device), device)
         rows = chosen.nonzero().squeeze(1)
         parts = [t.clone() for t in data.to(device).tensors()]
         for part, source in zip(parts, self.pool.to(device).tensors()):

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from lgdram_cli.errors import UserError
-from lgdram_cli.training.sweep import MANIFEST, flatten, spec_diff
+from lgdram_cli.specs import flatten_spec
+from lgdram_cli.training.sweep import MANIFEST, spec_diff
 
 #: Spec keys that may differ inside a cell: the seed, and when evaluations and logs were written.
 IGNORED = ("seed", "eval_every", "log_every", "checkpoint_every")
@@ -220,7 +221,7 @@ def summarize_cell(cell: CellResult) -> dict[str, Any]:
 def summarize(cells: list[CellResult]) -> dict[str, Any]:
     """Everything `results` reports, as plain data (the JSON output)."""
     differ = sorted({k for a in cells for b in cells for k in spec_diff(a.spec, b.spec)})
-    common = flatten(cells[0].spec)
+    common = flatten_spec(cells[0].spec)
     seeds = sorted({r.seed for c in cells for r in c.runs})
     return {
         "runs": sum(len(c.runs) for c in cells), "cells": [summarize_cell(c) for c in cells], "seeds": seeds,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lgdram_cli.errors import UserError
+from lgdram_cli.specs import flatten_spec
 
 RUNS = Path("runs")
 CHECKPOINT = "run.safetensors"
@@ -156,15 +157,6 @@ def spec_files(folder: Path) -> list[Path]:
 _MAY_DIFFER = {"steps", "eval_every", "eval_n", "eval_seed", "log_every", "checkpoint_every", "data", "test_data"}
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: value}
-
-
 def spec_mismatch(wanted: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
     """The keys a folder's spec file sets that the checkpoint's resolved spec records otherwise.
     Dataset parameters other than `type` are written in several forms (canvas 100 or [100, 100];
@@ -177,9 +169,9 @@ def spec_mismatch(wanted: dict[str, Any], recorded: dict[str, Any]) -> list[str]
         wanted["annotations"] = share
         if pool is not None:
             wanted["annotation_pool"] = pool
-    have = _flatten(recorded)
+    have = flatten_spec(recorded)
     different = []
-    for key, value in _flatten(wanted).items():
+    for key, value in flatten_spec(wanted).items():
         head = key.split(".")[0]
         if head in _MAY_DIFFER or (head == "dataset" and key != "dataset.type") or key == "":
             continue

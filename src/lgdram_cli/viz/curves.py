@@ -53,10 +53,7 @@ def plot_curves(runs: dict[str, list[dict]], out: Path) -> None:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    _save(plt, fig, out)
 
 
 def spread_band(curves: list[list[tuple[int, float]]]) -> tuple[list[int], list[float], list[float], list[float]]:
@@ -87,6 +84,11 @@ def plot_spread(cells: dict[str, list[list[tuple[int, float]]]], out: Path, titl
         ax.set_title(title, fontsize=8, wrap=True)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
+    _save(plt, fig, out)
+
+
+def _save(plt: Any, fig: Any, out: Path) -> None:
+    """A figure to `out` as PNG, written then renamed, and the figure freed."""
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
