@@ -34,6 +34,7 @@ def test_spec_records_which_budget_ran():
     pool = TrainSpec(annotations="100")
     assert (pool.annotations, pool.annotation_pool) == (0.0, 100)
     assert TrainSpec(annotations=100).annotation_pool == 100  # an integer in a spec file is a count
+    assert TrainSpec(annotations=1).annotation_pool == 1  # as on the command line: 1 canvas, not 100 %
     assert TrainSpec(annotations=0.25).annotation_pool is None  # a float is a share
     with pytest.raises(ValueError, match="not both"):
         TrainSpec(annotations=0.1, annotation_pool=5)

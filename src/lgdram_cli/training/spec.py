@@ -80,7 +80,7 @@ class TrainSpec(StrictModel):
         ("100", or an integer in a spec file) for a fixed pool."""
         if isinstance(data, dict) and "annotations" in data:
             value = data["annotations"]
-            if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool) and value > 1):
+            if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 share, pool = parse_annotations(value)
                 data = {**data, "annotations": share}
                 if pool is not None:
