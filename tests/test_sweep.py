@@ -110,7 +110,7 @@ def test_bad_options_exit_2(capsys, tmp_path, recipe):
         code, _, err = sweep_main(capsys, recipe, out, *GRID, *args)
         assert_one_line_error(code, err, needle)
     code, _, err = run_main(["sweep", "no-such-recipe", "--out", str(out)], capsys)
-    assert_one_line_error(code, err, "no-such-recipe", "shipped recipe")
+    assert_one_line_error(code, err, "no-such-recipe", "experiment recipe")
     assert not out.exists()
 
 

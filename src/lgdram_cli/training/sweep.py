@@ -145,18 +145,13 @@ class Recipe:
 
 
 def resolve_recipe(name: str) -> Recipe:
-    """RECIPE is a spec file, or the name of a shipped experiment recipe (`ldram-cmnist-100`)."""
-    from lgdram_cli.data.presets import SUFFIXES, experiments
+    """RECIPE is a spec file, or the name of a shipped experiment recipe (`ldram-cmnist-100`),
+    resolved as `train --spec` resolves it."""
+    from lgdram_cli.data.presets import resolve_spec_file
 
-    path = Path(name)
+    path = resolve_spec_file(name)
     if not path.is_file():
-        if path.suffix in SUFFIXES:
-            raise UserError(f"recipe file not found: {path}")
-        found = experiments()
-        if name not in found:
-            what = f"; shipped recipes: {', '.join(found)}" if found else " (this lgdram ships no experiment recipes)"
-            raise UserError(f"recipe '{name}' is neither a spec file nor a shipped recipe{suggest(name, found)}{what}")
-        path = found[name]
+        raise UserError(f"recipe file not found: {path}")
     return Recipe(path.resolve(), name, hashlib.sha256(path.read_bytes()).hexdigest())
 
 
