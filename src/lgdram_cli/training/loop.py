@@ -41,7 +41,7 @@ from lgdram_cli.training.loggers import resolve as resolve_loggers
 from lgdram_cli.training.precision import check_precision, mixed_precision
 from lgdram_cli.training.runlog import THRESHOLDS, MetricsLog  # noqa: F401 (the names of lgdram 0.1)
 from lgdram_cli.training.runlog import Display, RunLog, make_display, spec_path, summary, write_spec
-from lgdram_cli.training.spec import DEFAULT_LOSS, TrainSpec
+from lgdram_cli.training.spec import DEFAULT_LOSS, TrainSpec, spec_diff
 
 
 @dataclass
@@ -347,13 +347,10 @@ class _Run:
 
 
 def _check_resumable(previous: dict[str, Any], setup: Setup, out: Path) -> None:
-    now = setup.resolved()
-    fixed = ("model", "loss", "optim", "batch_size", "mc", "seed", "annotations", "annotation_pool", "data", "precision")
-    # a key the checkpoint predates (e.g. `precision`) counts as its default
-    defaults = {k: TrainSpec.model_fields[k].default for k in fixed if k in TrainSpec.model_fields}
-    changed = [k for k in fixed if previous.get(k, defaults.get(k)) != now.get(k)]
-    if previous.get("dataset") != now["dataset"]:  # includes the digit source actually used
-        changed.append("dataset")
+    fixed = ("model", "loss", "optim", "batch_size", "mc", "seed", "annotations", "annotation_pool", "data",
+             "precision", "dataset")  # dataset includes the digit source actually used
+    differ = {key.split(".")[0] for key in spec_diff(previous, setup.resolved())}
+    changed = [k for k in fixed if k in differ]
     if changed:
         raise UserError(
             f"--resume: {out} was trained with a different {', '.join(changed)}; "

@@ -19,7 +19,8 @@ from typing import Any
 
 from lgdram_cli.errors import UserError
 from lgdram_cli.specs import flatten_spec
-from lgdram_cli.training.sweep import MANIFEST, spec_diff
+from lgdram_cli.training.spec import spec_diff
+from lgdram_cli.training.sweep import MANIFEST
 
 #: Spec keys that may differ inside a cell: the seed, and when evaluations and logs were written.
 IGNORED = ("seed", "eval_every", "log_every", "checkpoint_every")

@@ -156,3 +156,13 @@ def train_schema() -> dict[str, Any]:
         "additionalProperties": False,
     }
     return schema
+
+
+def spec_diff(a: dict[str, Any], b: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """The dotted keys whose values differ between two resolved train specs. A run setting that
+    one spec lacks (written by an lgdram without it, e.g. `precision`) counts as its default."""
+    from lgdram_cli.specs import flatten_spec
+
+    defaults = {k: v for k, v in TrainSpec().model_dump(mode="json").items() if not isinstance(v, dict)}
+    fa, fb = {**defaults, **flatten_spec(a)}, {**defaults, **flatten_spec(b)}
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and k.split(".")[0] not in ignore)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from lgdram_cli.errors import UserError, suggest
-from lgdram_cli.specs import flatten_spec
+from lgdram_cli.training.spec import spec_diff
 
 MANIFEST = "sweep.json"
 FORMAT = "lgdram-sweep"
@@ -217,16 +217,6 @@ def check_key(key: str, option: str, base: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- specs
-
-
-def spec_diff(a: dict[str, Any], b: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
-    """The dotted keys whose values differ between two specs. A run setting that one spec
-    lacks (written by an lgdram without it) counts as its default."""
-    from lgdram_cli.training.spec import TrainSpec
-
-    defaults = {k: v for k, v in TrainSpec().model_dump(mode="json").items() if not isinstance(v, dict)}
-    fa, fb = {**defaults, **flatten_spec(a)}, {**defaults, **flatten_spec(b)}
-    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and k.split(".")[0] not in ignore)
 
 
 def train_level_spec(recipe: Recipe, sets: list[str], steps: int | None, params: dict[str, str], seed: int | None) -> Any:
