@@ -210,6 +210,31 @@ def test_fused_loop_matches_autograd(core, glimpses, replicas, start, determinis
             torch.testing.assert_close(fused_grads[name], grad, rtol=1e-10, atol=1e-12, msg=name)
 
 
+@pytest.mark.parametrize("core", ["lstm", "rnn", "gru"])
+@pytest.mark.parametrize("glimpses,replicas,start,deterministic", [
+    (1, 3, "centre", False), (4, 3, "centre", False), (3, 2, "random", False), (3, 2, "centre", True),
+])  # fmt: skip
+def test_fused_loop_mixed_matches_autograd(core, glimpses, replicas, start, deterministic):
+    """The mixed-precision loop (`LoopPlan.operands`, bf16 under `precision = "bf16"`) checked
+    where rounding cannot flip a glimpse: a float64 model with float32 operands against the
+    float64 autograd path, to float32 accuracy. Every cast, the bf16-only branches and the
+    separate policy-mean product of the backward pass run as they do in bf16."""
+    model = make(RAM, channels=2, core=core, glimpses=glimpses, start=start, loc_range=0.8).double()
+    x = images(3, channels=2).double()
+    plain, plain_grads = _outputs_and_grads(model, x, replicas, deterministic, fused=False)
+    model._operands = lambda images: torch.float32
+    fused, fused_grads = _outputs_and_grads(model, x, replicas, deterministic, fused=True)
+    for field in ("logits", "locations", "means", "log_probs", "baselines", "actions"):
+        torch.testing.assert_close(getattr(fused, field), getattr(plain, field), rtol=1e-5, atol=1e-6)
+    for name, grad in plain_grads.items():
+        got = fused_grads[name]
+        if grad is None or not grad.any():
+            assert got is None or not got.any(), name
+        else:
+            assert got.dtype == torch.float64, name
+            torch.testing.assert_close(got, grad, rtol=1e-4, atol=1e-5 * grad.abs().max().item(), msg=name)
+
+
 def test_fused_loop_only_where_it_applies():
     """Evaluation, other sensors and subclasses that change a part keep the autograd path."""
     model = make(RAM)

@@ -257,7 +257,6 @@ class RAM(AttentionModel):
             and self.training
             and torch.is_grad_enabled()
             and not exporting()
-            and not autocasting(self.locator.weight)  # bf16 runs the autograd path (models/precision.py)
             and self.config.sensor == "fc"
             and self.config.glimpse_combine == "sum"
             and type(self.glimpse) is GlimpseNetwork
@@ -268,6 +267,11 @@ class RAM(AttentionModel):
             and type(self)._act is AttentionModel._act
             and type(self).policy_mean is AttentionModel.policy_mean
         )
+
+    def _operands(self, images: torch.Tensor) -> torch.dtype | None:
+        """The fused loop's product operands: the autocast dtype inside an autocast region
+        (`precision = "bf16"`), else the weights' own (None)."""
+        return torch.get_autocast_dtype(images.device.type) if autocasting(images) else None
 
     def forward(self, images: torch.Tensor, deterministic: bool = False, replicas: int = 1) -> ModelOutput:
         """`images` [B, C, H, W]; with `replicas` M every image is run M times (rows r·M … r·M+M−1)."""
@@ -282,9 +286,12 @@ class RAM(AttentionModel):
             # a fixed first location is the same for every replica of an image: one glimpse per image
             shared = self.share_first and replicas > 1 and (self.config.start == "centre" or deterministic)
             plan = LoopPlan(
-                self.retina, sensed, replicas, T, self.config.core, shared_first=shared, loc_range=self.config.loc_range
+                self.retina, sensed, replicas, T, self.config.core, shared_first=shared,
+                loc_range=self.config.loc_range, operands=self._operands(images),
             )
-            H, last, M, L, baselines = GlimpseLoop.apply(plan, loc, noise, *weights_of(self))
+            # the loop chooses its own dtypes (bf16 products, float32 state and heads)
+            with torch.autocast(images.device.type, enabled=False):
+                H, last, M, L, baselines = GlimpseLoop.apply(plan, loc, noise, *weights_of(self))
             # the loop reads clamp(M + noise); log π is scored at the unclamped M + noise
             actions = M.detach() if noise is None else M.detach() + noise.transpose(0, 1)
             return self._output(H, H[:-1], M, L, final=last, baselines=baselines, actions=actions)

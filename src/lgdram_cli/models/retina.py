@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +74,13 @@ class RetinaState:
     image_stride: torch.Tensor  # int32 [S]: elements per image in each level
     sums: list[tuple | None] = field(default_factory=list)  # per scale: `Retina._sum_views` (in-place path)
     _images: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+
+    def to(self, dtype: torch.dtype) -> RetinaState:
+        """A copy whose pixels are `dtype` (bf16 patches for the mixed-precision fused loop);
+        the index tables are shared."""
+        flat = self.flat.to(dtype)
+        runs = None if self.runs is None else flat.as_strided(self.runs.shape, self.runs.stride())
+        return replace(self, levels=[], flat=flat, runs=runs, sums=[])
 
     def row_offsets(self, n: int, replicas: int) -> torch.Tensor:
         """int32 [n, S, C·g]: where the window rows of row r's image (r // replicas) start in `flat`,

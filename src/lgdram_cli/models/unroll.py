@@ -16,6 +16,12 @@ first step and B·M for the others.
 The forward pass does the step-by-step path's arithmetic into preallocated buffers; tests check
 values and gradients against autograd on the plain path. `RAM` uses this for the `fc` sensor
 with any core while training with gradients recorded.
+
+Mixed precision (`LoopPlan.operands = torch.bfloat16`, for `precision = "bf16"`): the same loop with autocast's
+dtypes, made explicit: the glimpse-network activations (P, R, Q, G) and every large product's
+operands are bf16, the recurrent state, the gate arithmetic, the heads, the locations and the
+weight gradients float32 (bf16 products, float32 sums of their rows). The location network's
+K = 2 product and the heads stay float32: they are tiny and feed the policy.
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ class LoopPlan:
     shared_first: bool = False
     #: policy means are loc_range·tanh(·)
     loc_range: float = 1.0
+    #: the products' operand dtype when it differs from the weights' (mixed precision: bf16;
+    #: float32 state and gate arithmetic); None: the weights' own
+    operands: torch.dtype | None = None
 
     def first_rows(self, n: int) -> int:
         return n // self.replicas if self.shared_first else n
@@ -66,6 +75,16 @@ def _relu_grad(grad: torch.Tensor, output: torch.Tensor, out: torch.Tensor) -> t
     return torch.ops.aten.threshold_backward.grad_input(grad, output, 0, grad_input=out)
 
 
+def _sigmoid_grad(grad: torch.Tensor, output: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """grad · σ · (1 − σ) from the sigmoid's output, into `out`, in one kernel."""
+    return torch.ops.aten.sigmoid_backward.grad_input(grad, output, grad_input=out)
+
+
+def _tanh_grad(grad: torch.Tensor, output: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """grad · (1 − tanh²) from tanh's output, into `out`, in one kernel."""
+    return torch.ops.aten.tanh_backward.grad_input(grad, output, grad_input=out)
+
+
 def _segment(t: int, first: int, n: int) -> slice:
     """Rows of step t in the glimpse-network buffers (step 0 may have fewer: `first`)."""
     return slice(0, first) if t == 0 else slice(first + (t - 1) * n, first + t * n)
@@ -79,13 +98,23 @@ def _core_step(
     """One step of the core from the input projection `x` (rnn/lstm: without bias, `bias` = both
     biases is added here; gru: with b_ih) and the previous state (h, c; None at the first step),
     into the buffers H (and the internals backward needs: Z gates, C cell or W_hn·h + b_hn, K tanh(c)).
-    `Whht` is W_hhᵀ."""
+    `Whht` is W_hhᵀ. Mixed precision: `x` and `Whht` are bf16, h is cast for the product, and
+    the sum of the two products (one bf16 addmm) is added to the float32 bias into the buffers."""
+    mixed = Whht.dtype != H.dtype
+    hp = h.to(Whht.dtype) if mixed and h is not None else h  # the product's operand
     if core == "rnn":  # x may be H itself: then everything happens in place
         if h is not None:
-            x.addmm_(h, Whht)
-        torch.clamp_min(x.add_(bias), 0.0, out=H)
+            x.addmm_(hp, Whht)
+        if mixed:
+            # (a copy, then a float32 add: faster than one mixed-dtype add)
+            H.copy_(x).add_(bias).clamp_min_(0.0)
+        else:
+            torch.clamp_min(x.add_(bias), 0.0, out=H)
     elif core == "lstm":  # x may be Z itself: the gates are activated in place
-        gates = (x if h is None else x.addmm_(h, Whht)).add_(bias)
+        if mixed:
+            gates = Z.copy_(x if h is None else x.addmm_(hp, Whht)).add_(bias)
+        else:
+            gates = (x if h is None else x.addmm_(h, Whht)).add_(bias)
         i, f, g, o = gates.chunk(4, 1)
         zi, zf, zg, zo = Z.chunk(4, 1)
         torch.sigmoid(i, out=zi), torch.sigmoid(f, out=zf), tanh(g, out=zg), torch.sigmoid(o, out=zo)
@@ -96,7 +125,10 @@ def _core_step(
         tanh(C, out=K)
         torch.mul(zo, K, out=H)
     else:  # gru
-        hw = bhh.expand(x.shape[0], -1) if h is None else torch.addmm(bhh, h, Whht)
+        if h is None:
+            hw = bhh.expand(x.shape[0], -1)
+        else:
+            hw = torch.mm(hp, Whht).to(H.dtype).add_(bhh) if mixed else torch.addmm(bhh, h, Whht)
         zr, zz, zn = Z.chunk(3, 1)
         xr, xz, xn = x.chunk(3, 1)
         hr, hz, hn = hw.chunk(3, 1)
@@ -133,8 +165,11 @@ class GlimpseLoop(torch.autograd.Function):
         first = plan.first_rows(n)
         rows = first + (T - 1) * n  # glimpse-network rows: step 0 has `first`, the others n
         new = loc0.new_empty
-        P, R, Q = new(rows, W1.shape[1]), new(rows, W1.shape[0]), new(rows, Wl.shape[0])
-        G, A = new(rows, hid), new(rows, 2)  # A: the locations the glimpse network read
+        op = plan.operands or W1.dtype  # the products' operands, and the glimpse network's activations
+        mixed = op != W1.dtype
+        P, R, Q = (new(rows, k, dtype=op) for k in (W1.shape[1], W1.shape[0], Wl.shape[0]))
+        G, A = new(rows, hid, dtype=op), new(rows, 2)  # A: the locations the glimpse network read
+        sensed = plan.sensed.to(op) if mixed else plan.sensed  # the retina then reads bf16 patches
         H = new(T, n, hid)
         # the two heads that read h_t, policy mean (2 rows) and baseline (1), in one product,
         # transposed: [W_loc; W_b]·H_tᵀ, an N = n product, runs ~4× faster than H_t·W_locᵀ (N = 2)
@@ -150,7 +185,9 @@ class GlimpseLoop(torch.autograd.Function):
         # rnn and lstm add both biases every step (the first step's W_hh·h is W_hh·0, skipped)
         bias = bih + bhh if plan.core != "gru" else bih
         # views made once, not once per glimpse (this loop is dispatch-bound at small sizes)
-        W1t, Wlt, W2t, Wqt, Wiht, Whht = W1.t(), Wl.t(), W2.t(), Wq.t(), Wih.t(), Whh.t()
+        # (cast once per forward pass when mixed; the location network's K = 2 product stays float32)
+        W1t, W2t, Wqt, Wiht, Whht = (x.t().to(op) for x in (W1, W2, Wq, Wih, Whh))
+        Wlt, b1_, b2_ = Wl.t(), b1.to(op), b2.to(op)
         sizes = [first] + [n] * (T - 1)
         Ps, Rs, Qs, Gs, As = (x.split(sizes) for x in (P, R, Q, G, A))
         Hs, MTs = H.unbind(0), MT.unbind(0)
@@ -161,18 +198,21 @@ class GlimpseLoop(torch.autograd.Function):
             Pt, Rt, Qt, Gt, At = Ps[t], Rs[t], Qs[t], Gs[t], As[t]
             if t == 0:  # later steps' locations are written into A by the step before
                 At.copy_(loc0[::m] if first < n else loc0)  # shared: one row per image
-            plan.retina.glimpse(plan.sensed, At, 1 if first < n and t == 0 else m, out=Pt, in_range=True)
-            torch.addmm(b1, Pt, W1t, out=Rt).relu_()
-            torch.addmm(bl, At, Wlt, out=Qt).relu_()
+            plan.retina.glimpse(sensed, At, 1 if first < n and t == 0 else m, out=Pt, in_range=True)
+            torch.addmm(b1_, Pt, W1t, out=Rt).relu_()
+            if mixed:
+                Qt.copy_(torch.addmm(bl, At, Wlt).relu_())
+            else:
+                torch.addmm(bl, At, Wlt, out=Qt).relu_()
             # biases added after the products, not by `addmm`: its bias copy into the output
             # followed by a β = 1 product measured ~25 µs slower per [320, 256] product here
-            torch.mm(Rt, W2t, out=Gt).addmm_(Qt, Wqt).add_(b2).relu_()
+            torch.mm(Rt, W2t, out=Gt).addmm_(Qt, Wqt).add_(b2_).relu_()
             # input projection, straight into the step's output buffer where the core allows
             # (rnn: H, lstm: the gates Z), to keep a step's memory traffic in cache; `_core_step`
-            # adds the bias (gru: here)
-            direct = into is not None and not (t == 0 and first < n)
+            # adds the bias (gru: here); mixed: a bf16 product, summed with the recurrent one
+            direct = into is not None and not (t == 0 and first < n) and not mixed
             if plan.core == "gru":
-                x = torch.addmm(bias, Gt, Wiht)
+                x = torch.mm(Gt, Wiht).to(bias.dtype).add_(bias) if mixed else torch.addmm(bias, Gt, Wiht)
             else:
                 x = torch.mm(Gt, Wiht, out=into[t] if direct else None)
             if t == 0 and first < n:
@@ -214,6 +254,11 @@ class GlimpseLoop(torch.autograd.Function):
         W1, b1, Wl, bl, W2, b2, Wq, Wih, bih, Whh, bhh, Wloc, bloc, Wb, bb = saved[-15:]
         T, n, hid = H.shape
         first = plan.first_rows(n)
+        f32, op = H.dtype, plan.operands or H.dtype  # mixed: bf16 product operands, float32 results
+
+        def cast(x: torch.Tensor) -> torch.Tensor:
+            return x.to(op)
+
         dWloc = dbloc = dMp = dWb = dbb = None
         if dM is not None and T > 1:
             r = plan.loc_range  # through r·tanh: d(r·tanh z)/dz = r·(1 − tanh²) = (r² − M²)/r
@@ -239,16 +284,21 @@ class GlimpseLoop(torch.autograd.Function):
         # dL/dh_{t−1} = dY_t·W_hh + dM_{t−1}·W_loc (the policy mean read h_{t−1}): one product per
         # step, the policy-mean gradients riding along as two extra columns of dY (a K = 2
         # product on its own runs at a few GFLOP/s)
-        extra = 0 if dMp is None else dMp.shape[-1]
+        # Mixed: the gate gradients are only ever product operands, so they are written in bf16
+        # (the state gradients dh, dc stay float32), contiguous (the bf16 products copy a
+        # strided operand first), and the policy-mean term is a float32 product of its own.
+        mixed = op != f32
+        extra = 0 if dMp is None or mixed else dMp.shape[-1]
         # rows padded to a multiple of 16 floats (64 bytes): the batched products below read dY
         # as a strided view, and misaligned rows (258 floats) slowed them by ~4 %
-        dY_wide = H.new_empty(rows, _aligned(width + extra))[:, : width + extra]
+        padded = width + extra if mixed else _aligned(width + extra)
+        dY_wide = H.new_empty(rows, padded, dtype=op)[:, : width + extra]
         dY = dY_wide[:, :width]
         if extra:
             dY_wide[first:, width:].view(T - 1, n, extra).copy_(dMp)
-        W_back = torch.cat([Whh, Wloc]) if extra else Whh
-        dX = dY if plan.core != "gru" else H.new_empty(rows, width)
-        shared = H.new_empty(2 if plan.core == "gru" else 1, n, width) if first < n else None
+        W_back = cast(torch.cat([Whh, Wloc]) if extra else Whh)
+        dX = dY if plan.core != "gru" else H.new_empty(rows, width, dtype=op)
+        shared = H.new_empty(2 if plan.core == "gru" else 1, n, width, dtype=op) if first < n else None
         dh, dc = d_last, None  # the classifier reads the last state
         if dh is None:
             dh = H.new_zeros(n, hid)
@@ -261,14 +311,15 @@ class GlimpseLoop(torch.autograd.Function):
                 zi, zf, zg, zo = Z[t].chunk(4, 1)
                 di, df, dg, do = dXt.chunk(4, 1)
                 tc = K[t]
-                torch.mul(dh * tc, zo * (1 - zo), out=do)
-                dc_t = dh * zo * (1 - tc * tc)
+                # autograd's own one-kernel derivatives: g·σ(1 − σ) and g·(1 − tanh²)
+                _sigmoid_grad(dh * tc, zo, out=do)
+                dc_t = torch.ops.aten.tanh_backward(dh * zo, tc)
                 if dc is not None:
                     dc_t += dc
-                torch.mul(dc_t * zg, zi * (1 - zi), out=di)
-                torch.mul(dc_t * zi, 1 - zg * zg, out=dg)
+                _sigmoid_grad(dc_t * zg, zi, out=di)
+                _tanh_grad(dc_t * zi, zg, out=dg)
                 if t > 0:
-                    torch.mul(dc_t * C[t - 1], zf * (1 - zf), out=df)
+                    _sigmoid_grad(dc_t * C[t - 1], zf, out=df)
                 else:
                     df.zero_()
                 dc = dc_t * zf
@@ -286,7 +337,9 @@ class GlimpseLoop(torch.autograd.Function):
                 torch.mul(dxn, zr, out=dyn)
                 direct = dh * zz
             if t > 0:
-                dh = torch.mm(dY_wide[r], W_back)
+                dh = torch.mm(dY_wide[r], W_back).to(f32)
+                if mixed and dMp is not None:
+                    dh.addmm_(dMp[t - 1], Wloc)
                 if plan.core == "gru":
                     dh += direct
         if shared is not None:
@@ -295,18 +348,22 @@ class GlimpseLoop(torch.autograd.Function):
             if dY is not dX:
                 torch.sum(shared[-1].view(first, n // first, width), 1, out=dY[r0])
 
-        dWhh = dY[first:].t() @ _flat(H[:-1]) if T > 1 else None  # one glimpse: W_hh unused
-        # everything below is batched over all T glimpses
-        dWih = dX.t() @ G
-        dbih = dX.sum(0)
-        dbhh = dbih.clone() if dY is dX else dY.sum(0)  # a copy: the two .grad must not alias
+        # one glimpse: W_hh unused
+        dWhh = (dY[first:].t() @ cast(_flat(H[:-1]))).to(f32) if T > 1 else None
+        # everything below is batched over all T glimpses (mixed: bf16 products, activation
+        # gradients and bias sums, as autocast's backward; the gradients returned in float32.
+        # A float32 sum of a bf16 tensor converts a copy first: ~2.5 ms per step here)
+        dWih = (dX.t() @ G).to(f32)
+        dbih = dX.sum(0).to(f32)
+        dbhh = dbih.clone() if dY is dX else dY.sum(0).to(f32)  # a copy: the two .grad must not alias
         # ReLU gradients in place on the fresh products: one 2 MB buffer less per layer
-        dA = dX @ Wih
+        dA = dX @ cast(Wih)
         _relu_grad(dA, G, out=dA)
-        dW2, db2, dWq = dA.t() @ R, dA.sum(0), dA.t() @ Q
-        dR, dQ = dA @ W2, dA @ Wq
+        dW2, db2, dWq = (dA.t() @ R).to(f32), dA.sum(0).to(f32), (dA.t() @ Q).to(f32)
+        dR, dQ = dA @ cast(W2), dA @ cast(Wq)
         _relu_grad(dR, R, out=dR)
         _relu_grad(dQ, Q, out=dQ)
-        dW1, db1 = dR.t() @ P, dR.sum(0)
-        dWl, dbl = (A.t() @ dQ).t(), dQ.sum(0)  # this orientation of the skinny product is 3× faster
+        dW1, db1 = (dR.t() @ P).to(f32), dR.sum(0).to(f32)
+        # this orientation of the skinny product is 3× faster
+        dWl, dbl = (A.t() @ dQ.to(f32)).t(), dQ.sum(0).to(f32)
         return (None, None, None, dW1, db1, dWl, dbl, dW2, db2, dWq, dWih, dbih, dWhh, dbhh, dWloc, dbloc, dWb, dbb)
