@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lgdram_cli.models.dram import DRAM
-from lgdram_cli.models.precision import cell_step, tanh
+from lgdram_cli.models.precision import MixedLSTMStep, cast_weight, cell_step, tanh, weight_casts
 from lgdram_cli.models.ram import RAM
 from lgdram_cli.training import precision
 
@@ -119,3 +119,44 @@ def test_bf16_is_refused_on_a_cpu_without_it(tmp_path, capsys, monkeypatch):
     code, _, err = run_main(["train", *TINY, "--set", "precision=bf16", "--out", str(out)], capsys)
     assert_one_line_error(code, err, "bf16", "--precision fp32")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_mixed_lstm_step_matches_the_torch_cell(first):
+    """The hand-written LSTM step that bf16 DRAM takes (`MixedLSTMStep`): outputs and every
+    gradient (input, state, weights, biases) equal the torch cell's, checked where rounding
+    is small (a float64 cell, float32 operands)."""
+    torch.manual_seed(0)
+    cell = torch.nn.LSTMCell(6, 8).double()
+    x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    h = None if first else torch.randn(5, 8, dtype=torch.float64, requires_grad=True)
+    c = None if first else torch.randn(5, 8, dtype=torch.float64, requires_grad=True)
+    dh, dc = torch.randn(5, 8, dtype=torch.float64), torch.randn(5, 8, dtype=torch.float64)
+    weights = [cell.weight_ih, cell.bias_ih, cell.weight_hh, cell.bias_hh]
+    inputs = [t for t in (x, h, c) if t is not None] + weights
+
+    ours = MixedLSTMStep.apply(x, h, c, *weights, torch.float32)
+    theirs = cell(x, None if first else (h, c))
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    g_ours = torch.autograd.grad(ours, inputs, (dh, dc), allow_unused=True)
+    g_theirs = torch.autograd.grad(theirs, inputs, (dh, dc), allow_unused=True)
+    for a, b in zip(g_ours, g_theirs):
+        if b is None or not b.any():  # W_hh gets no gradient from the zero state
+            assert a is None or not a.any()
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_weight_casts_are_fresh_after_an_optimizer_step():
+    """The fused Adam step changes weights without bumping their version counter, so a cast
+    is reused only within one `weight_casts()` region (one forward pass)."""
+    w = torch.nn.Parameter(torch.randn(4, 4))
+    opt = torch.optim.Adam([w], lr=0.1, fused=True)
+    with weight_casts():
+        a = cast_weight(w, torch.bfloat16)
+        assert cast_weight(w, torch.bfloat16) is a
+    w.grad = torch.ones(4, 4)
+    opt.step()
+    with weight_casts():
+        assert torch.equal(cast_weight(w, torch.bfloat16), w.detach().bfloat16())

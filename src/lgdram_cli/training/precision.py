@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from lgdram_cli.errors import UserError
+from lgdram_cli.models.precision import weight_casts
 
 #: CPU feature flags (/proc/cpuinfo) that mean native bf16 arithmetic
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
@@ -53,5 +54,5 @@ def mixed_precision(precision: str, device: torch.device) -> Iterator[None]:
     if precision != "bf16":
         yield
         return
-    with torch.autocast(device.type, dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=torch.bfloat16), weight_casts():
         yield
