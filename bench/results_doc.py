@@ -62,7 +62,7 @@ is a fixed, seeded pool of 100 annotated canvases, reused throughout training.
 | scales (DRAM) | 2 × 12×12 | 2 | 2 (DRAM default; RAM 3) |
 | context network | bilinear resize to 24×24 (config comment; 80 in the 200×200 config), conv 5×5×32 + max-pool, conv 3×3×32 + max-pool, FC 256 ReLU | down-sampled image, 3 convs | area pooling to about 2 × glimpse size, conv 5×5×16, 3×3×32 stride 2, 3×3×32 stride 2, linear, tanh (LSTM) |
 | recurrent layers | 2 LSTM × 256, ReLU activation | 2 LSTM | 2 LSTM × 256, tanh activation |
-| location means | tanh × 0.8 (`convert_ratio`) | | tanh (full [-1, 1]) |
+| location means | tanh × 0.8 (`convert_ratio`) | | `model.loc_range` · tanh: 0.8 in the recipes (the seed's), 1.0 (full [-1, 1]) by default; with 1.0 plain REINFORCE DRAM on cmnist-100 saturated at a corner and stayed at chance (9.7 % at 7,500 updates, one run) |
 | location term | context proposal + one mean after each glimpse, the last one choosing no glimpse (S = glimpses + 1) | — | context proposal + one mean after each glimpse but the last (P = glimpses): the means that choose a glimpse |
 | REINFORCE decisions | the means after each glimpse, incl. the unused last one; not the context's first location | | every decision that chose a glimpse, the context's first location included |
 | log π | at the clamped sample | | at the unclamped sample (unbiased at the border) |
