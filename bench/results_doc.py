@@ -79,11 +79,14 @@ def row_section(name: str, what: str, published: str, command: str) -> str:
     lines = ["| cell | seeds | test error % | test accuracy % | steps to 80 % | steps to 90 % | location error px | glimpses in box % |",
              "|---|---|---|---|---|---|---|---|"]
     for c in summary["cells"]:
+        def spread(s: dict, d: int) -> str:  # one seed: no ± (older files wrote a std of 0)
+            return "" if s["std"] is None or s["n"] < 2 else f" ± {s['std']:,.{d}f}"
+
         def pm(s: dict, d: int = 2) -> str:
-            return "—" if s["mean"] is None else f"{s['mean']:.{d}f} ± {s['std']:.{d}f}"
+            return "—" if s["mean"] is None else f"{s['mean']:.{d}f}{spread(s, d)}"
 
         def steps(s: dict) -> str:
-            return "—" if s["mean"] is None else f"{s['mean']:,.0f} ± {s['std']:,.0f} ({s['reached']}/{s['of']})"
+            return "—" if s["mean"] is None else f"{s['mean']:,.0f}{spread(s, 0)} ({s['reached']}/{s['of']})"
 
         lines.append(
             f"| `{c['cell']}` | {c['n']} | {pm(c['test_error'])} | {pm(c['test_accuracy'])} | {steps(c['steps_to_80'])} "

@@ -268,13 +268,15 @@ def test_results_aggregates_per_cell(capsys, tmp_path):
     assert a["location_error_px"]["mean"] == pytest.approx(5.0)
     assert (a["steps_to_80"]["mean"], a["steps_to_80"]["reached"]) == (50.0, 2)
     assert (a["steps_to_90"]["mean"], a["steps_to_90"]["reached"], a["steps_to_90"]["of"]) == (100.0, 1, 2)
-    assert b["test_error"]["std"] == 0.0
+    assert b["test_error"]["std"] is None  # one seed: no spread (tables show no ±)
     assert [r["curve"]["accuracy"] for r in a["runs"]] == [[0.2, 0.5], [0.2, 0.9]]
     table = (root / "results.md").read_text()
     assert stdout == table
     assert table.startswith("3 finished runs in 2 cell(s), seeds 0, 1; cells differ in annotations; 100 steps")
     row = next(line for line in table.splitlines() if line.startswith("| `a`"))
-    assert "| 2 | 30.00 ± 28.28 | 10.00–50.00 |" in row and "50 ± 14 (2/2)" in row and "100 ± 0 (1/2)" in row
+    assert "| 2 | 30.00 ± 28.28 | 10.00–50.00 |" in row and "50 ± 14 (2/2)" in row and "| 100 (1/2) |" in row
+    single = next(line for line in table.splitlines() if line.startswith("| `b`"))
+    assert "| 1 |" in single and "±" not in single
     header, *rows = (root / "results.csv").read_text().splitlines()
     assert header.startswith("cell,folder,n,seeds,test_error_mean") and len(rows) == 2
     assert (root / "results.curves.png").read_bytes()[:4] == b"\x89PNG"

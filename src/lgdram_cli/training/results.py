@@ -183,12 +183,12 @@ def check_cell(folder: Path, runs: list[RunResult]) -> None:
 
 
 def spread(values: list[float]) -> dict[str, Any]:
-    """mean, sample std (ddof 1; 0 for one value), min, max of the values that exist."""
+    """mean, sample std (ddof 1; None for one value: no spread to show), min, max of the values that exist."""
     have = [v for v in values if v is not None]
     if not have:
         return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
     return {
-        "mean": statistics.fmean(have), "std": statistics.stdev(have) if len(have) > 1 else 0.0,
+        "mean": statistics.fmean(have), "std": statistics.stdev(have) if len(have) > 1 else None,
         "min": min(have), "max": max(have), "n": len(have),
     }
 
@@ -236,6 +236,8 @@ def summarize(cells: list[CellResult]) -> dict[str, Any]:
 def _pm(s: dict[str, Any], digits: int = 1) -> str:
     if s["mean"] is None:
         return "—"
+    if s["std"] is None:  # one seed
+        return f"{s['mean']:.{digits}f}"
     return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
 
