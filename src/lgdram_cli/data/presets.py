@@ -2,7 +2,9 @@
 
 `--dataset` accepts a generator name (`mcmnist`), a preset name (`mcmnist-100`) or a path to
 a recipe file (TOML/JSON/YAML). A recipe is a dataset spec: `type` plus parameters; its
-first comment line is its description.
+first comment line is its description. A preset may also carry a `[train]` table: the training
+settings its default `lgdram train --dataset NAME` run needs to learn in its default steps
+(measured: README, "Tasks"), applied where neither a spec file nor an option sets them.
 """
 
 from __future__ import annotations
@@ -56,20 +58,39 @@ def describe(path: Path) -> str:
     return ""
 
 
+#: a preset's table of training defaults (not part of the dataset spec)
+TRAIN_TABLE = "train"
+
+
 def resolve_dataset(name: str) -> dict[str, Any]:
     """The dataset spec (a dict with `type`) that `--dataset NAME` stands for."""
     path = Path(name)
     if path.suffix in SUFFIXES and (path.exists() or "/" in name or "\\" in name):
-        return read_spec_file(path)
+        return _without_train(read_spec_file(path))
     found = presets()
     if name in found:
-        return read_spec_file(found[name])
+        return _without_train(read_spec_file(found[name]))
     if name in DATASETS.names():
         return {"type": name}
     if TARGET.fullmatch(name):  # `my_tasks:SpeckleTask`: a class (or generate function) imported by name
         DATASETS.entry(name).load()
         return {"type": name}
     raise DATASETS.unknown(name, also=found)
+
+
+def _without_train(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k != TRAIN_TABLE}
+
+
+def train_defaults(name: str) -> dict[str, Any]:
+    """The `[train]` table of preset (or recipe file) `name`: a partial train spec; {} if none."""
+    path = Path(name)
+    if not (path.suffix in SUFFIXES and path.exists()):
+        path = presets().get(name)  # type: ignore[assignment]
+    if path is None:
+        return {}
+    table = read_spec_file(path).get(TRAIN_TABLE) or {}
+    return table if isinstance(table, dict) else {}
 
 
 def make_generator(spec: dict[str, Any], where: str = "dataset") -> Any:

@@ -26,7 +26,7 @@ def train_spec(
     """Assemble the TrainSpec: checkpoint (resume) ← spec file ← options ← --set overrides.
     `losses`: `--loss` items, `NAME` or `NAME=WEIGHT` (NAME a registered loss or `module:Class`),
     each adding that term to the spec's loss (its weight set, its other parameters default)."""
-    from lgdram_cli.data.presets import resolve_dataset, resolve_spec_file
+    from lgdram_cli.data.presets import resolve_dataset, resolve_spec_file, train_defaults
     from lgdram_cli.errors import UserError
     from lgdram_cli.registry import DATASETS, IN_PROCESS, LOSSES, MODELS
     from lgdram_cli.specs import apply_overrides, read_spec_file, validate
@@ -37,6 +37,8 @@ def train_spec(
         spec.update(read_spec_file(resolve_spec_file(spec_file)))
     if dataset:
         spec["dataset"] = resolve_dataset(dataset)
+        # the preset's own training defaults, below the spec file and every option
+        spec = fill_missing(spec, train_defaults(dataset))
     file_n = None
     for option, path in (("--data", data), ("--test-data", fields.get("test_data"))):
         if path is not None and not Path(path).is_file():  # answered before torch is imported
@@ -77,6 +79,21 @@ def train_spec(
     if isinstance(spec.get("loss"), dict):  # `--set loss.reinforce=null` removes a term
         spec["loss"] = {k: v for k, v in spec["loss"].items() if v is not None}
     return validate(TrainSpec, spec)
+
+
+def fill_missing(spec: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`spec` with the values of `defaults` it does not set, recursively (its own win). A section
+    whose `type` differs from the default's keeps none of the default's keys (they belong to
+    another model, dataset or loss)."""
+    out = dict(spec)
+    for key, value in defaults.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            if value.get("type", out[key].get("type")) != out[key].get("type", value.get("type")):
+                continue
+            out[key] = fill_missing(out[key], value)
+        elif key not in out:
+            out[key] = value
+    return out
 
 
 def expand_train_sets(spec: dict[str, Any], sets: Optional[list[str]]) -> list[str]:
