@@ -99,13 +99,13 @@ class MixedLSTMStep(torch.autograd.Function):
         k = tanh(c_new)
         h_new = o * k
         ctx.save_for_backward(xb, hb, c, z, k, wi, wh)
-        ctx.shapes = (w_ih.dtype, h is not None, c is not None)
+        ctx.f32, ctx.has_h, ctx.has_c = w_ih.dtype, h is not None, c is not None
         return h_new, c_new
 
     @staticmethod
     def backward(ctx, dh, dc):  # type: ignore[no-untyped-def, override]
         xb, hb, c, z, k, wi, wh = ctx.saved_tensors
-        f32, has_h, has_c = ctx.shapes
+        f32, has_h, has_c = ctx.f32, ctx.has_h, ctx.has_c
         i, f, g, o = z.chunk(4, 1)
         dz = torch.empty(z.shape, dtype=xb.dtype, device=z.device)  # bf16: only a product operand
         di, df, dg, do = dz.chunk(4, 1)

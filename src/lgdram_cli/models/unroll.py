@@ -17,11 +17,12 @@ The forward pass does the step-by-step path's arithmetic into preallocated buffe
 values and gradients against autograd on the plain path. `RAM` uses this for the `fc` sensor
 with any core while training with gradients recorded.
 
-Mixed precision (`LoopPlan.operands = torch.bfloat16`, for `precision = "bf16"`): the same loop with autocast's
-dtypes, made explicit: the glimpse-network activations (P, R, Q, G) and every large product's
-operands are bf16, the recurrent state, the gate arithmetic, the heads, the locations and the
-weight gradients float32 (bf16 products, float32 sums of their rows). The location network's
-K = 2 product and the heads stay float32: they are tiny and feed the policy.
+Mixed precision (`LoopPlan.operands = torch.bfloat16`, for `precision = "bf16"`): the same
+loop with autocast's dtypes, made explicit: the glimpse-network activations (P, R, Q, G), the
+gate gradients and every large product's operands are bf16; the recurrent state, the gate
+arithmetic, the heads and the locations float32; the gradients are bf16 products and sums,
+returned as float32. The location network's K = 2 product and the heads stay float32: they
+are tiny and feed the policy.
 """
 
 from __future__ import annotations
