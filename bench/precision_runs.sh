@@ -5,6 +5,8 @@
 # `lgdram sweep` over precision=fp32,bf16 (rerunning skips finished runs, resumes the others),
 # then `lgdram results`, whose curves overlay the two precisions with their seed spread.
 #   bash bench/precision_runs.sh [ram-60] [dram-100]      (default: both)
+#   SEEDS=3-5 bash bench/precision_runs.sh dram-100        (more seeds: the committed DRAM
+#                                                           figures have seeds 0-5)
 # Budget on a 2-core CPU: ~25 core-minutes for ram-60, ~45 for dram-100 (JOBS runs at a time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
