@@ -8,12 +8,7 @@
 #   SEEDS=3-5 bash bench/precision_runs.sh dram-100        (more seeds: the committed DRAM
 #                                                           figures have seeds 0-5)
 # Budget on a 2-core CPU: ~25 core-minutes for ram-60, ~45 for dram-100 (JOBS runs at a time).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-L=${LGDRAM:-lgdram}
-JOBS=${JOBS:-2}
-SEEDS=${SEEDS:-0-2}
-DATA=(--set "dataset.digits=idx:../shared/data/mnist-5k" --set "dataset.test_digits=idx:../shared/data/mnist")
+source "$(dirname "$0")/runs_common.sh"
 
 task() {  # name recipe steps
   local name=$1 recipe=$2 steps=$3

@@ -8,12 +8,7 @@
 #                                              mcmnist-200 baselines (default: all, in that order)
 # Budget on a 2-core CPU (fp32, 32 x 10): ~24 core-hours for all rows; the headline alone
 # (2 cells x 3 seeds x 30,000 updates) ~9 core-hours. JOBS (default 2) runs at a time.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-L=${LGDRAM:-lgdram}
-JOBS=${JOBS:-2}
-SEEDS=${SEEDS:-0-2}
-DATA=(--set "dataset.digits=idx:../shared/data/mnist-5k" --set "dataset.test_digits=idx:../shared/data/mnist")
+source "$(dirname "$0")/runs_common.sh"
 OUT=runs
 RESULTS=docs/results
 
