@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import assert_one_line_error, run_main
 from lgdram_cli.data.presets import presets, resolve_dataset, train_defaults
 from lgdram_cli.training.assemble import fill_missing, train_spec
 
@@ -52,6 +53,14 @@ def test_options_spec_files_and_sets_win(preset, tmp_path):
     assert (spec.steps, spec.model["scales"]) == (77, 4)
     recipe.write_text('[model]\ntype = "cnn"\n')
     assert train_spec(spec_file=recipe, dataset=preset).model["type"] == "cnn"  # no RAM keys forced on a CNN
+
+
+def test_a_train_entry_that_is_not_a_table_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('type = "cmnist"\ntrain = 3\n')
+    code, _, err = run_main(["train", "--dataset", str(bad), "--steps", "1", "--out", str(tmp_path / "r")], capsys)
+    assert_one_line_error(code, err, "'train' must be a table")
+    assert not (tmp_path / "r").exists()
 
 
 def test_fill_missing_keeps_what_is_set():

@@ -90,7 +90,11 @@ def train_defaults(name: str) -> dict[str, Any]:
     if path is None:
         return {}
     table = read_spec_file(path).get(TRAIN_TABLE) or {}
-    return table if isinstance(table, dict) else {}
+    if not isinstance(table, dict):
+        from lgdram_cli.errors import UserError
+
+        raise UserError(f"{path}: '{TRAIN_TABLE}' must be a table of training settings ([train]), not {table!r}")
+    return table
 
 
 def make_generator(spec: dict[str, Any], where: str = "dataset") -> Any:
