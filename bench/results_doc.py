@@ -76,6 +76,11 @@ def row_section(name: str, what: str, published: str, command: str) -> str:
     if not path.exists():
         return head + "**Not run yet** (no results file).\n"
     summary = json.loads(path.read_text())
+    precision = summary["common"].get("precision", "fp32")
+    head += (
+        "Precision: bf16 mixed precision (it learns as fp32 does: [docs/performance.md](performance.md)).\n\n"
+        if precision == "bf16" else "Precision: fp32.\n\n"
+    )
     lines = ["| cell | seeds | test error % | test accuracy % | steps to 80 % | steps to 90 % | location error px | glimpses in box % |",
              "|---|---|---|---|---|---|---|---|"]
     for c in summary["cells"]:

@@ -6,18 +6,25 @@
 # followed by `lgdram results`, which writes the row's table (.md, .csv, .json) and curves.
 #   bash bench/results_runs.sh [ROW ...]      rows: ram-60 ldram-100 headline mcmnist-100
 #                                              mcmnist-200 baselines (default: all, in that order)
-# Budget on a 2-core CPU (fp32, 32 x 10): ~24 core-hours for all rows; the headline alone
-# (2 cells x 3 seeds x 30,000 updates) ~9 core-hours. JOBS (default 2) runs at a time.
+# Budget on a 2-core CPU (32 x 10): the headline (2 cells x 3 seeds x 30,000 updates, fp32)
+# ~9 core-hours; the other rows ~16 core-hours in fp32, ~9 in bf16. JOBS (default 2) runs at
+# a time. PRECISION (default bf16) is the 10,000-update rows' precision: bf16 learns as fp32
+# does here (bench/precision_runs.sh, docs/performance.md) at 0.56-0.58 of the step time.
+# The headline pair runs in fp32, as its first seeds did (a sweep never mixes specs).
 source "$(dirname "$0")/runs_common.sh"
 OUT=runs
 RESULTS=docs/results
 
-row() {  # name recipe steps grid...
-  local name=$1 recipe=$2 steps=$3
-  shift 3
-  local grid=()
+PRECISION=${PRECISION:-bf16}
+
+row() {  # name recipe steps precision grid...   (precision "": the recipe's, fp32)
+  local name=$1 recipe=$2 steps=$3 precision=$4
+  shift 4
+  local grid=() sets=()
   for g in "$@"; do grid+=(--grid "$g"); done
+  [ -n "$precision" ] && sets+=(--set "precision=$precision")
   $L sweep "experiments/$recipe.toml" --seeds "$SEEDS" "${grid[@]}" --steps "$steps" "${DATA[@]}" \
+    ${sets[@]+"${sets[@]}"} \
     --jobs "$JOBS" --threads 1 --out "$OUT/$name"
   mkdir -p "$RESULTS"
   $L results "$OUT/$name" --out "$RESULTS/$name"
@@ -27,13 +34,13 @@ ROWS=("$@")
 [ ${#ROWS[@]} -eq 0 ] && ROWS=(ram-60 ldram-100 headline mcmnist-100 mcmnist-200 baselines)
 for r in "${ROWS[@]}"; do
   case $r in
-    ram-60)      row ram-cmnist-60 ram-cmnist-60 10000 "annotations=0,1%,100%" ;;
-    ldram-100)   row dram-cmnist-100-10k ldram-cmnist-100 10000 "annotations=0,1%,5%,100%,100" ;;
-    headline)    row ldram-cmnist-100 ldram-cmnist-100 30000 "annotations=1%,0" ;;
-    mcmnist-100) row ldram-mcmnist-100 ldram-mcmnist-100 10000 "annotations=0,1%" ;;
-    mcmnist-200) row ldram-mcmnist-200 ldram-mcmnist-200 10000 "annotations=0,100%" ;;
+    ram-60)      row ram-cmnist-60 ram-cmnist-60 10000 "$PRECISION" "annotations=0,1%,100%" ;;
+    ldram-100)   row dram-cmnist-100-10k ldram-cmnist-100 10000 "$PRECISION" "annotations=0,1%,5%,100%,100" ;;
+    headline)    row ldram-cmnist-100 ldram-cmnist-100 30000 "" "annotations=1%,0" ;;
+    mcmnist-100) row ldram-mcmnist-100 ldram-mcmnist-100 10000 "$PRECISION" "annotations=0,1%" ;;
+    mcmnist-200) row ldram-mcmnist-200 ldram-mcmnist-200 10000 "$PRECISION" "annotations=0,100%" ;;
     baselines)
-      for m in fc cnn; do for s in 60 100; do row "$m-cmnist-$s" "$m-cmnist-$s" 10000; done; done ;;
+      for m in fc cnn; do for s in 60 100; do row "$m-cmnist-$s" "$m-cmnist-$s" 10000 "$PRECISION"; done; done ;;
     *) echo "unknown row '$r'; rows: ram-60 ldram-100 headline mcmnist-100 mcmnist-200 baselines" >&2; exit 2 ;;
   esac
 done
