@@ -1,6 +1,7 @@
 """Write docs/results.md from the committed results files that `lgdram results` wrote
-(docs/results/<row>.json): lgdram's figures come only from those files; the published figures
-beside them are the papers' and the seed repository's, as cited.
+(docs/results/<row>.json), and README's headline table from the headline row's file: lgdram's
+figures come only from those files; the published figures beside them are the papers' and the
+seed repository's, as cited. tests/test_results_doc.py checks both are in step with the files.
 
     python bench/results_doc.py            (after bash bench/results_runs.sh [ROW ...])
 """
@@ -103,10 +104,65 @@ def row_section(name: str, what: str, published: str, command: str) -> str:
     return head + "\n".join(lines) + "\n" + note + curves
 
 
+#: README's headline block lies between these two lines and is rewritten from the headline row
+README_BEGIN = "<!-- headline results: written by python bench/results_doc.py from docs/results/ldram-cmnist-100.json -->"
+README_END = "<!-- /headline results -->"
+#: the headline row's cells as README names them, in README's order
+HEADLINE_CELLS = [("annotations=1%", "1 % of the training images"), ("annotations=0", "none (plain REINFORCE)")]
+
+
+def results_doc() -> str:
+    """docs/results.md's text from the committed results files."""
+    return "\n".join([INTRO] + [row_section(*row) for row in ROWS])
+
+
+def readme_headline() -> str:
+    """README's headline table (mean ± std over the seeds that finished) and its seed count."""
+    summary = json.loads((RESULTS / "ldram-cmnist-100.json").read_text())
+    cells = {c["cell"]: c for c in summary["cells"]}
+
+    def value(s: dict, unit: str, d: int) -> str:
+        if s["mean"] is None:
+            return "never"
+        spread = "" if s["std"] is None or s["n"] < 2 else f" ± {s['std']:,.{d}f}"
+        return f"{s['mean']:,.{d}f}{spread}{unit}"
+
+    def steps(s: dict) -> str:
+        reached = "" if s["reached"] == s["of"] else f" ({s['reached']} of {s['of']} runs; the others never did)"
+        return value(s, "", 0) + (reached if s["mean"] is not None else "")
+
+    lines = [
+        "| location annotations | runs | test error | 80 % accuracy at update | 90 % at update | location error |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, label in HEADLINE_CELLS:
+        c = cells[key]
+        lines.append(
+            f"| {label} | {c['n']} | {value(c['test_error'], ' %', 2)} | {steps(c['steps_to_80'])} "
+            f"| {steps(c['steps_to_90'])} | {value(c['location_error_px'], ' px', 1)} |"
+        )
+    n = min(c["n"] for c in summary["cells"])
+    lines.append("")
+    if n >= 3:
+        lines.append(f"Mean ± standard deviation over {n} seeds per cell.")
+    elif n > 1:
+        lines.append(f"Mean ± standard deviation over {n} seeds per cell (3 are planned; the row is not complete).")
+    else:
+        lines.append("One seed per cell so far (3 are planned; the row is not complete).")
+    return "\n".join([README_BEGIN, *lines, README_END])
+
+
+def readme_with_headline(readme: str) -> str:
+    """`readme` with its headline block replaced by `readme_headline()`."""
+    start, end = readme.index(README_BEGIN), readme.index(README_END) + len(README_END)
+    return readme[:start] + readme_headline() + readme[end:]
+
+
 def main() -> None:
-    parts = [INTRO] + [row_section(*row) for row in ROWS]
-    (ROOT / "docs" / "results.md").write_text("\n".join(parts))
-    print(ROOT / "docs" / "results.md")
+    (ROOT / "docs" / "results.md").write_text(results_doc())
+    readme = ROOT / "README.md"
+    readme.write_text(readme_with_headline(readme.read_text()))
+    print(ROOT / "docs" / "results.md", readme)
 
 
 if __name__ == "__main__":

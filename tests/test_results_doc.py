@@ -1,0 +1,43 @@
+"""docs/results.md and README's headline table are written from the committed results files
+(`python bench/results_doc.py`): no hand-typed figure, and none left behind when a row changes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def results_doc():
+    spec = importlib.util.spec_from_file_location("results_doc", ROOT / "bench" / "results_doc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_results_page_is_in_step_with_the_results_files(results_doc):
+    assert (ROOT / "docs" / "results.md").read_text() == results_doc.results_doc(), (
+        "docs/results.md differs from the results files: run python bench/results_doc.py"
+    )
+
+
+def test_readme_headline_table_is_in_step_with_the_headline_results_file(results_doc):
+    readme = (ROOT / "README.md").read_text()
+    assert results_doc.readme_with_headline(readme) == readme, (
+        "README's headline table differs from docs/results/ldram-cmnist-100.json: run python bench/results_doc.py"
+    )
+
+
+def test_readme_headline_table_shows_each_cells_mean_error_and_seed_count(results_doc):
+    summary = json.loads((ROOT / "docs" / "results" / "ldram-cmnist-100.json").read_text())
+    block = results_doc.readme_headline()
+    for cell in summary["cells"]:
+        label = dict(results_doc.HEADLINE_CELLS)[cell["cell"]]
+        row = next(line for line in block.splitlines() if line.startswith(f"| {label} |"))
+        assert f"| {cell['n']} |" in row
+        assert f"{cell['test_error']['mean']:,.2f}" in row
