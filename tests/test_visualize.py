@@ -98,6 +98,20 @@ def test_same_seed_gives_the_same_bytes(tiny_run, tmp_path, capsys):
     assert p.read_bytes() == q.read_bytes()
 
 
+def test_set_changes_the_canvases_a_checkpoint_is_shown_on(tiny_run, tmp_path, capsys):
+    """`--set` reaches the test canvases of a checkpoint's pictures, as in `eval` (a run trained
+    with digits from a folder this machine lacks can be shown on other digits)."""
+    code, _, err = viz(capsys, str(tiny_run), "--n", "2", "--out", str(tmp_path / "x.gif"),
+                       "--set", "dataset.test_digits=idx:/nonexistent")  # fmt: skip
+    assert code == 2 and "/nonexistent is not a directory" in err
+    assert not (tmp_path / "x.gif").exists()
+    a, b = tmp_path / "a.gif", tmp_path / "b.gif"
+    viz_ok(capsys, str(tiny_run), "--n", "2", "--out", str(a))
+    viz_ok(capsys, str(tiny_run), "--n", "2", "--out", str(b), "--set", "dataset.test_digits=mnist-mini")
+    # the run trained on `mnist`, which the offline test environment serves from mnist-mini
+    assert a.read_bytes() == b.read_bytes()
+
+
 def test_gif_from_an_hdf5_file(tiny_run, tmp_path, capsys):
     h5 = tmp_path / "test.h5"
     code, _, err = run_main(["gen-data", "--dataset", "cmnist-60", "--set", "digits=mnist-mini", "--n", "6",

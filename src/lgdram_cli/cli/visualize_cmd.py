@@ -17,7 +17,7 @@ def visualize(
     gif: Annotated[bool, typer.Option("--gif", help="Animated GIF, one frame per glimpse (the default).")] = False,
     png: Annotated[bool, typer.Option("--png", help="Static sheet: each glimpse of each sample plus the retina's patches.")] = False,
     curves: Annotated[bool, typer.Option("--curves", help="Learning curves from the runs' metrics files, overlaid.")] = False,
-    dataset: Annotated[Optional[str], typer.Option(help="Preview generated canvases of this dataset (no checkpoint needed).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Canvases of this dataset: a preview without a checkpoint; with one, the model on them.")] = None,
     sets: Sets = None,
     data: Annotated[Optional[Path], typer.Option(help="Take the canvases from this HDF5 file.")] = None,
     n: Annotated[Optional[int], typer.Option("--n", help="Canvases to show \\[default: 16 for the GIF, 4 for the sheet].")] = None,
@@ -78,7 +78,7 @@ def visualize(
     run = load_run(given[0])
     for mode in glimpse_modes:
         count = n or (16 if mode == "gif" else 4)
-        batch = test_canvases(run, data=data, n=count, seed=seed)
+        batch = test_canvases(run, data=data, dataset=dataset, n=count, seed=seed, sets=sets)
         if mode == "gif":
             target = out or sibling(checkpoints[0], ".glimpses.gif")
             frames = glimpse_gif(run.model, batch, target)

@@ -115,7 +115,10 @@ def _load_cached(source: str, split: str, _data_env: str) -> DigitSet:
     if source.startswith("idx:"):
         directory = Path(source[4:]).expanduser()
         if not directory.is_dir():
-            raise UserError(f"digit source {source}: {directory} is not a directory")
+            raise UserError(
+                f"digit source {source}: {directory} is not a directory; point it at an IDX folder or choose "
+                "another source, e.g. --set dataset.test_digits=mnist (mnist, mnist-mini, fashion-mnist, idx:DIR)"
+            )
         return _read_split(directory, split, source)
     if source == "mnist-mini":
         return _mnist_mini(split)
