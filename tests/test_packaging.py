@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -50,3 +51,12 @@ def test_wheel_contents_and_metadata(dist: Path) -> None:
     for group in ("lgdram.datasets", "lgdram.models", "lgdram.losses", "lgdram.loggers"):
         assert f"[{group}]" in entry_points
     assert "lgdram = lgdram_cli.cli.app:main" in entry_points
+
+
+def test_sdist_leaves_out_run_state_and_published_checkpoints(dist: Path) -> None:
+    """The sdist builds lgdram; the trained checkpoints and run folders stay in the repository."""
+    (sdist,) = dist.glob("*.tar.gz")
+    with tarfile.open(sdist) as t:
+        names = t.getnames()
+    assert any(n.endswith("/src/lgdram_cli/__init__.py") for n in names)
+    assert not [n for n in names if "/checkpoints/" in n or "/runs/" in n or n.endswith(".safetensors")]
