@@ -32,6 +32,39 @@ ROWS = [
     ("cnn-cmnist-100", "whole-image `cnn` baseline, cmnist-100, 10,000 updates", "—", "bash bench/results_runs.sh baselines"),
 ]
 
+#: row → [(cell, published test error %, its budget in updates, source)]: the cells that have a
+#: published counterpart, compared in a generated sentence under the row's table
+PUBLISHED = {
+    "ldram-cmnist-100": [("annotations=1%", 2.59, 30000, "the seed's L-DRAM, 1 %")],
+    "ram-cmnist-60": [("annotations=0", 3.75, 60000, "the seed's RAM")],
+    "dram-cmnist-100-10k": [
+        ("annotations=1%", 2.59, 30000, "the seed's L-DRAM, 1 %"),
+        ("annotations=5%", 2.06, 30000, "the seed's L-DRAM, 5 %"),
+        ("annotations=0", 2.00, 100000, "the seed's DRAM"),
+    ],
+    "ldram-mcmnist-200": [("annotations=100%", 5.26, 30000, "the seed's L-DRAM, 100 %")],
+}
+
+
+def comparison(name: str, summary: dict) -> str:
+    """Each published counterpart beside lgdram's mean, as a ratio, with the budgets named."""
+    cells = {c["cell"]: c for c in summary["cells"]}
+    lines = []
+    for cell, theirs, budget, source in PUBLISHED.get(name, []):
+        c = cells.get(cell)
+        if c is None or c["test_error"]["mean"] is None:
+            continue
+        ours = c["test_error"]["mean"]
+        lines.append(
+            f"- `{cell}`: lgdram {ours:.2f} % test error ({c['steps']:,} updates, 5,000 training digits) against "
+            f"{theirs:.2f} % published for {source} ({budget:,} updates, 55,000 digits): "
+            f"{ours / theirs:.1f}× the published error."
+        )
+    if not lines:
+        return ""
+    return "\n**Beside the published figures:**\n\n" + "\n".join(lines) + "\n"
+
+
 INTRO = """# Results: lgdram beside the papers
 
 Every lgdram figure on this page is read from a results file written by `lgdram results`
@@ -101,7 +134,7 @@ def row_section(name: str, what: str, published: str, command: str) -> str:
     n_seeds = {c["n"] for c in summary["cells"]}
     note = "" if min(n_seeds) >= 3 else f"\n**Fewer than 3 seeds** in some cells ({min(n_seeds)}): the row is incomplete.\n"
     curves = f"\n![{name}](results/{name}.curves.png)\n" if (RESULTS / f"{name}.curves.png").exists() else ""
-    return head + "\n".join(lines) + "\n" + note + curves
+    return head + "\n".join(lines) + "\n" + comparison(name, summary) + note + curves
 
 
 #: README's headline block lies between these two lines and is rewritten from the headline row
