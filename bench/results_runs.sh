@@ -22,7 +22,7 @@ row() {  # name recipe steps precision grid...   (precision "": the recipe's, fp
   shift 4
   local grid=() sets=()
   for g in "$@"; do grid+=(--grid "$g"); done
-  [ -n "$precision" ] && sets+=(--set "precision=$precision")
+  [ -n "$precision" ] && sets+=(--precision "$precision")
   $L sweep "experiments/$recipe.toml" --seeds "$SEEDS" "${grid[@]}" --steps "$steps" "${DATA[@]}" \
     ${sets[@]+"${sets[@]}"} \
     --jobs "$JOBS" --threads 1 --out "$OUT/$name"

@@ -114,6 +114,19 @@ def test_bad_options_exit_2(capsys, tmp_path, recipe):
     assert not out.exists()
 
 
+def test_precision_option_sets_every_run_and_rejects_bad_values(capsys, tmp_path, recipe):
+    out = tmp_path / "sweep"
+    code, _, err = sweep_main(capsys, recipe, out, *GRID, "--precision", "half")
+    assert_one_line_error(code, err, "--precision half", "fp32 or bf16")
+    code, _, err = sweep_main(capsys, recipe, out, "--grid", "precision=fp32,bf16", "--precision", "fp32")
+    assert_one_line_error(code, err, "--precision and --grid precision")
+    assert not out.exists()
+    code, text, err = sweep_main(capsys, recipe, out, *GRID, "--precision", "fp32", "--list")
+    assert code == 0, err
+    plan = sw.make_plan(str(recipe), ["annotations=0,100%"], ["0-1"], ["precision=bf16"], None, tmp_path / "p")
+    assert {run.spec["precision"] for run in plan.runs} == {"bf16"}
+
+
 def test_child_commands_and_gpu_round_robin(tmp_path, recipe):
     from types import SimpleNamespace
 

@@ -41,6 +41,7 @@ def sweep(
     seeds: Annotated[Optional[list[str]], typer.Option("--seeds", metavar="0-2", help="Seeds: 0-2, 0,3,5 \\[default: the recipe's seed].")] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a spec value in every run. Repeatable.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps of every run \\[default: the recipe's].")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32, or bf16 mixed precision, for every run \\[default: the recipe's].")] = None,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Runs at a time \\[default: CPU cores, or --gpus].")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads of each run.")] = 1,
     gpus: Annotated[int, typer.Option(help="Spread runs over CUDA devices cuda:0 … cuda:N-1 (the least busy first).")] = 0,
@@ -54,6 +55,18 @@ def sweep(
         if value is not None and value < least:
             raise UserError(f"{name} {value}: must be at least {least}")
     sw.check_gpus(gpus)
+    if precision is not None:
+        if precision not in ("fp32", "bf16"):
+            raise UserError(f"--precision {precision}: use fp32 or bf16")
+        if any(g.partition("=")[0].strip() == "precision" for g in grid or []):
+            raise UserError("--precision and --grid precision both given; keep one of them")
+        if precision == "bf16" and not gpus:
+            import torch
+
+            from lgdram_cli.training.precision import check_precision
+
+            check_precision(precision, torch.device("cpu"))  # refused where bf16 would be emulated
+        sets = [*(sets or []), f"precision={precision}"]
     plan = sw.make_plan(recipe, grid, seeds, sets, steps, out)
     runs = select(plan.runs, sw.parse_indices(only, "--only"))
     work = [(run, sw.run_state(run)) for run in runs]  # a foreign run folder stops us here
