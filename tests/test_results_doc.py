@@ -41,3 +41,27 @@ def test_readme_headline_table_shows_each_cells_mean_error_and_seed_count(result
         row = next(line for line in block.splitlines() if line.startswith(f"| {label} |"))
         assert f"| {cell['n']} |" in row
         assert f"{cell['test_error']['mean']:,.2f}" in row
+
+
+def test_publish_checkpoints_copies_the_best_finished_seed_of_each_cell(tmp_path):
+    spec = importlib.util.spec_from_file_location("publish", ROOT / "bench" / "publish_checkpoints.py")
+    publish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(publish)
+    runs = []
+    for seed, error, step in ((0, 5.0, 300), (1, 3.0, 300), (2, 1.0, 150)):  # seed 2 unfinished
+        folder = tmp_path / "runs" / "row" / "annotations=1pct" / f"s{seed}"
+        folder.mkdir(parents=True)
+        for name in publish.FILES:
+            (folder / name).write_text(f"{name} of seed {seed}")
+        (folder / "run.optim.safetensors").write_text("optimizer state")
+        runs.append({"seed": seed, "path": str((folder / "run.safetensors").relative_to(tmp_path)), "step": step,
+                     "final": {"error": error, "location_error_px": 2.0}})  # fmt: skip
+    results = tmp_path / "docs" / "results"
+    results.mkdir(parents=True)
+    (results / f"{publish.ROW}.json").write_text(json.dumps({"cells": [{"cell": "annotations=1%", "steps": 300, "runs": runs}]}))
+    (published,) = publish.publish(tmp_path)
+    target = tmp_path / "checkpoints" / f"{publish.ROW}-1pct"
+    assert published["seed"] == 1 and published["of"] == 2
+    assert sorted(p.name for p in target.iterdir()) == sorted(publish.FILES)  # no optimizer state
+    assert (target / "run.safetensors").read_text() == "run.safetensors of seed 1"
+    assert "| 1 (of 2) | 3.00 % |" in (tmp_path / "checkpoints" / "README.md").read_text()
