@@ -134,7 +134,25 @@ def row_section(name: str, what: str, published: str, command: str) -> str:
     n_seeds = {c["n"] for c in summary["cells"]}
     note = "" if min(n_seeds) >= 3 else f"\n**Fewer than 3 seeds** in some cells ({min(n_seeds)}): the row is incomplete.\n"
     curves = f"\n![{name}](results/{name}.curves.png)\n" if (RESULTS / f"{name}.curves.png").exists() else ""
-    return head + "\n".join(lines) + "\n" + comparison(name, summary) + note + curves
+    return head + "\n".join(lines) + "\n" + per_seed(summary) + comparison(name, summary) + note + curves
+
+
+def per_seed(summary: dict) -> str:
+    """Every run's own final figures: the spread behind each mean, seed by seed."""
+    lines = ["", "Per seed:", "", "| cell | seed | updates | test error % | 80 % at | 90 % at | location error px | glimpses in box % |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for c in summary["cells"]:
+        for r in sorted(c["runs"], key=lambda r: r["seed"]):
+            f, reached = r["final"], r["final"].get("steps_to", {})
+
+            def at(level: str) -> str:
+                return f"{reached[level]:,}" if level in reached else "—"
+
+            lines.append(
+                f"| `{c['cell']}` | {r['seed']} | {r['step']:,} | {f['error']:.2f} | {at('80%')} | {at('90%')} "
+                f"| {f['location_error_px']:.1f} | {100 * f['glimpses_in_box']:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 #: README's headline block lies between these two lines and is rewritten from the headline row
@@ -160,8 +178,11 @@ def readme_headline() -> str:
         spread = "" if s["std"] is None or s["n"] < 2 else f" ± {s['std']:,.{d}f}"
         return f"{s['mean']:,.{d}f}{spread}{unit}"
 
+    def span(s: dict, d: int) -> str:
+        return "" if s["n"] < 2 else f" ({s['min']:,.{d}f}–{s['max']:,.{d}f})"
+
     def steps(s: dict) -> str:
-        reached = "" if s["reached"] == s["of"] else f" ({s['reached']} of {s['of']} runs; the others never did)"
+        reached = "" if s["reached"] == s["of"] else f" (reached in {s['reached']} of {s['of']} runs)"
         return value(s, "", 0) + (reached if s["mean"] is not None else "")
 
     lines = [
@@ -171,17 +192,18 @@ def readme_headline() -> str:
     for key, label in HEADLINE_CELLS:
         c = cells[key]
         lines.append(
-            f"| {label} | {c['n']} | {value(c['test_error'], ' %', 2)} | {steps(c['steps_to_80'])} "
+            f"| {label} | {c['n']} | {value(c['test_error'], ' %', 2)}{span(c['test_error'], 2)} | {steps(c['steps_to_80'])} "
             f"| {steps(c['steps_to_90'])} | {value(c['location_error_px'], ' px', 1)} |"
         )
-    n = min(c["n"] for c in summary["cells"])
+    counts = sorted({c["n"] for c in summary["cells"]})
     lines.append("")
-    if n >= 3:
-        lines.append(f"Mean ± standard deviation over {n} seeds per cell.")
-    elif n > 1:
-        lines.append(f"Mean ± standard deviation over {n} seeds per cell (3 are planned; the row is not complete).")
+    if min(counts) >= 3:
+        lines.append("Mean ± standard deviation over the seeds (runs) of each cell, the range in brackets.")
     else:
-        lines.append("One seed per cell so far (3 are planned; the row is not complete).")
+        lines.append(
+            "Mean ± standard deviation over the seeds (runs) of each cell, the range in brackets; "
+            "3 seeds per cell are planned and the row is not complete yet."
+        )
     return "\n".join([README_BEGIN, *lines, README_END])
 
 
