@@ -158,6 +158,8 @@ def per_seed(summary: dict) -> str:
 #: README's headline block lies between these two lines and is rewritten from the headline row
 README_BEGIN = "<!-- headline results: written by python bench/results_doc.py from docs/results/ldram-cmnist-100.json -->"
 README_END = "<!-- /headline results -->"
+#: a run "learned where to look" when its final mean distance to the target centre is below this
+LOCATED_PX = 5
 #: the headline row's cells as README names them, in README's order
 HEADLINE_CELLS = [("annotations=1%", "1 % of the training images"), ("annotations=0", "none (plain REINFORCE)")]
 
@@ -195,6 +197,13 @@ def readme_headline() -> str:
             f"| {label} | {c['n']} | {value(c['test_error'], ' %', 2)}{span(c['test_error'], 2)} | {steps(c['steps_to_80'])} "
             f"| {steps(c['steps_to_90'])} | {value(c['location_error_px'], ' px', 1)} |"
         )
+    # the spread is mostly one question per run: did its glimpses learn to land on the target?
+    found = "; ".join(
+        f"{label.split(' (')[0]}: {sum(r['final']['location_error_px'] < LOCATED_PX for r in cells[key]['runs'])} "
+        f"of {len(cells[key]['runs'])}"
+        for key, label in HEADLINE_CELLS
+    )
+    lines += ["", f"Runs whose glimpses ended within {LOCATED_PX} px of the target on average (final location error): {found}."]
     counts = sorted({c["n"] for c in summary["cells"]})
     lines.append("")
     if min(counts) >= 3:
