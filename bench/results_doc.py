@@ -152,6 +152,13 @@ def per_seed(summary: dict) -> str:
                 f"| `{c['cell']}` | {r['seed']} | {r['step']:,} | {f['error']:.2f} | {at('80%')} | {at('90%')} "
                 f"| {f['location_error_px']:.1f} | {100 * f['glimpses_in_box']:.1f} |"
             )
+    located = "; ".join(
+        f"`{c['cell']}` {sum((r['final'].get('location_error_px') or LOCATED_PX) < LOCATED_PX for r in c['runs'])} "
+        f"of {len(c['runs'])}"
+        for c in summary["cells"] if any(r["final"].get("location_error_px") is not None for r in c["runs"])
+    )
+    if located:
+        lines += ["", f"Runs whose glimpses ended within {LOCATED_PX} px of the target on average: {located}."]
     return "\n".join(lines) + "\n"
 
 
