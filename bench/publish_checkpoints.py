@@ -20,10 +20,9 @@ ROW = "ldram-cmnist-100"
 FILES = ("run.safetensors", "run.spec.json", "run.metrics.jsonl")
 
 
-def folder_name(cell: str) -> str:
-    """`annotations=1%` → `ldram-cmnist-100-1pct` (the run-folder spelling of the setting)."""
-    value = cell.split("=", 1)[1].replace("%", "pct")
-    return f"{ROW}-{value}"
+def folder_name(cell: dict) -> str:
+    """`…/annotations=1pct` → `ldram-cmnist-100-1pct`: the sweep's own spelling of the setting."""
+    return f"{ROW}-{Path(cell['folder']).name.split('=', 1)[1]}"
 
 
 def publish(root: Path = ROOT) -> list[dict]:
@@ -35,7 +34,7 @@ def publish(root: Path = ROOT) -> list[dict]:
             continue
         best = min(done, key=lambda r: r["final"]["error"])
         source = (root / best["path"]).parent
-        target = root / "checkpoints" / folder_name(cell["cell"])
+        target = root / "checkpoints" / folder_name(cell)
         staging = target.with_name(target.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)

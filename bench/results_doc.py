@@ -104,6 +104,20 @@ is a fixed, seeded pool of 100 annotated canvases, reused throughout training.
 """
 
 
+def mean_pm(s: dict, d: int, unit: str = "", missing: str = "never") -> str:
+    """A statistic of `lgdram results` as "mean ± std unit" (one seed: no ±; older files wrote a
+    std of 0 there); `missing` where no run reached it."""
+    if s["mean"] is None:
+        return missing
+    spread = "" if s["std"] is None or s["n"] < 2 else f" ± {s['std']:,.{d}f}"
+    return f"{s['mean']:,.{d}f}{spread}{unit}"
+
+
+def located_runs(cell: dict) -> int:
+    """Runs of a cell whose glimpses ended within LOCATED_PX of the target on average."""
+    return sum((r["final"].get("location_error_px") or LOCATED_PX) < LOCATED_PX for r in cell["runs"])
+
+
 def row_section(name: str, what: str, published: str, command: str) -> str:
     path = RESULTS / f"{name}.json"
     head = f"## {what}\n\nPublished: {published}.  \nCommand: `{command}` then `python bench/results_doc.py`.\n\n"
@@ -118,14 +132,11 @@ def row_section(name: str, what: str, published: str, command: str) -> str:
     lines = ["| cell | seeds | test error % | test accuracy % | steps to 80 % | steps to 90 % | location error px | glimpses in box % |",
              "|---|---|---|---|---|---|---|---|"]
     for c in summary["cells"]:
-        def spread(s: dict, d: int) -> str:  # one seed: no ± (older files wrote a std of 0)
-            return "" if s["std"] is None or s["n"] < 2 else f" ± {s['std']:,.{d}f}"
-
         def pm(s: dict, d: int = 2) -> str:
-            return "—" if s["mean"] is None else f"{s['mean']:.{d}f}{spread(s, d)}"
+            return mean_pm(s, d, missing="—")
 
         def steps(s: dict) -> str:
-            return "—" if s["mean"] is None else f"{s['mean']:,.0f}{spread(s, 0)} ({s['reached']}/{s['of']})"
+            return "—" if s["mean"] is None else f"{mean_pm(s, 0)} ({s['reached']}/{s['of']})"
 
         lines.append(
             f"| `{c['cell']}` | {c['n']} | {pm(c['test_error'])} | {pm(c['test_accuracy'])} | {steps(c['steps_to_80'])} "
@@ -153,8 +164,7 @@ def per_seed(summary: dict) -> str:
                 f"| {f['location_error_px']:.1f} | {100 * f['glimpses_in_box']:.1f} |"
             )
     located = "; ".join(
-        f"`{c['cell']}` {sum((r['final'].get('location_error_px') or LOCATED_PX) < LOCATED_PX for r in c['runs'])} "
-        f"of {len(c['runs'])}"
+        f"`{c['cell']}` {located_runs(c)} of {len(c['runs'])}"
         for c in summary["cells"] if any(r["final"].get("location_error_px") is not None for r in c["runs"])
     )
     if located:
@@ -181,18 +191,12 @@ def readme_headline() -> str:
     summary = json.loads((RESULTS / "ldram-cmnist-100.json").read_text())
     cells = {c["cell"]: c for c in summary["cells"]}
 
-    def value(s: dict, unit: str, d: int) -> str:
-        if s["mean"] is None:
-            return "never"
-        spread = "" if s["std"] is None or s["n"] < 2 else f" ± {s['std']:,.{d}f}"
-        return f"{s['mean']:,.{d}f}{spread}{unit}"
-
     def span(s: dict, d: int) -> str:
         return "" if s["n"] < 2 else f" ({s['min']:,.{d}f}–{s['max']:,.{d}f})"
 
     def steps(s: dict) -> str:
         reached = "" if s["reached"] == s["of"] else f" (reached in {s['reached']} of {s['of']} runs)"
-        return value(s, "", 0) + (reached if s["mean"] is not None else "")
+        return mean_pm(s, 0) + (reached if s["mean"] is not None else "")
 
     lines = [
         "| location annotations | runs | test error | 80 % accuracy at update | 90 % at update | location error |",
@@ -201,19 +205,16 @@ def readme_headline() -> str:
     for key, label in HEADLINE_CELLS:
         c = cells[key]
         lines.append(
-            f"| {label} | {c['n']} | {value(c['test_error'], ' %', 2)}{span(c['test_error'], 2)} | {steps(c['steps_to_80'])} "
-            f"| {steps(c['steps_to_90'])} | {value(c['location_error_px'], ' px', 1)} |"
+            f"| {label} | {c['n']} | {mean_pm(c['test_error'], 2, ' %')}{span(c['test_error'], 2)} | {steps(c['steps_to_80'])} "
+            f"| {steps(c['steps_to_90'])} | {mean_pm(c['location_error_px'], 1, ' px')} |"
         )
     # the spread is mostly one question per run: did its glimpses learn to land on the target?
     found = "; ".join(
-        f"{label.split(' (')[0]}: {sum(r['final']['location_error_px'] < LOCATED_PX for r in cells[key]['runs'])} "
-        f"of {len(cells[key]['runs'])}"
-        for key, label in HEADLINE_CELLS
+        f"{label.split(' (')[0]}: {located_runs(cells[key])} of {len(cells[key]['runs'])}" for key, label in HEADLINE_CELLS
     )
     lines += ["", f"Runs whose glimpses ended within {LOCATED_PX} px of the target on average (final location error): {found}."]
-    counts = sorted({c["n"] for c in summary["cells"]})
     lines.append("")
-    if min(counts) >= 3:
+    if min(c["n"] for c in summary["cells"]) >= 3:
         lines.append("Mean ± standard deviation over the seeds (runs) of each cell, the range in brackets.")
     else:
         lines.append(

@@ -58,7 +58,7 @@ def test_publish_checkpoints_copies_the_best_finished_seed_of_each_cell(tmp_path
                      "final": {"error": error, "location_error_px": 2.0}})  # fmt: skip
     results = tmp_path / "docs" / "results"
     results.mkdir(parents=True)
-    (results / f"{publish.ROW}.json").write_text(json.dumps({"cells": [{"cell": "annotations=1%", "steps": 300, "runs": runs}]}))
+    (results / f"{publish.ROW}.json").write_text(json.dumps({"cells": [{"cell": "annotations=1%", "folder": "runs/row/annotations=1pct", "steps": 300, "runs": runs}]}))
     (published,) = publish.publish(tmp_path)
     target = tmp_path / "checkpoints" / f"{publish.ROW}-1pct"
     assert published["seed"] == 1 and published["of"] == 2

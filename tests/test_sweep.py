@@ -117,7 +117,7 @@ def test_bad_options_exit_2(capsys, tmp_path, recipe):
 def test_precision_option_sets_every_run_and_rejects_bad_values(capsys, tmp_path, recipe):
     out = tmp_path / "sweep"
     code, _, err = sweep_main(capsys, recipe, out, *GRID, "--precision", "half")
-    assert_one_line_error(code, err, "--precision half", "fp32 or bf16")
+    assert_one_line_error(code, err, "precision", "'fp32' or 'bf16'")  # the run spec's own check
     code, _, err = sweep_main(capsys, recipe, out, "--grid", "precision=fp32,bf16", "--precision", "fp32")
     assert_one_line_error(code, err, "--precision and --grid precision")
     assert not out.exists()

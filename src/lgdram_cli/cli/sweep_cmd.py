@@ -56,8 +56,6 @@ def sweep(
             raise UserError(f"{name} {value}: must be at least {least}")
     sw.check_gpus(gpus)
     if precision is not None:
-        if precision not in ("fp32", "bf16"):
-            raise UserError(f"--precision {precision}: use fp32 or bf16")
         if any(g.partition("=")[0].strip() == "precision" for g in grid or []):
             raise UserError("--precision and --grid precision both given; keep one of them")
         if precision == "bf16" and not gpus:
