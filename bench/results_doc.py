@@ -145,7 +145,43 @@ def row_section(name: str, what: str, published: str, command: str) -> str:
     n_seeds = {c["n"] for c in summary["cells"]}
     note = "" if min(n_seeds) >= 3 else f"\n**Fewer than 3 seeds** in some cells ({min(n_seeds)}): the row is incomplete.\n"
     curves = f"\n![{name}](results/{name}.curves.png)\n" if (RESULTS / f"{name}.curves.png").exists() else ""
-    return head + "\n".join(lines) + "\n" + per_seed(summary) + comparison(name, summary) + note + curves
+    return head + "\n".join(lines) + "\n" + per_seed(summary) + guidance(summary) + comparison(name, summary) + note + curves
+
+
+def guidance(summary: dict) -> str:
+    """Each annotated cell against the row's unannotated one: does guidance help here?
+
+    The verdict is deliberately blunt: with 3 seeds, two cells count as apart only when their
+    ranges (min–max over the seeds) do not overlap; otherwise the seeds do not separate them.
+    """
+    cells = {c["cell"]: c for c in summary["cells"]}
+    none = cells.get("annotations=0")
+    if none is None or none["test_error"]["mean"] is None:
+        return ""
+    lines = []
+    for c in summary["cells"]:
+        if c is none or c["test_error"]["mean"] is None:
+            continue
+        a, b = c["test_error"], none["test_error"]
+        diff = a["mean"] - b["mean"]
+        if a["max"] < b["min"]:
+            verdict = "lower in every seed: guidance helped"
+        elif a["min"] > b["max"]:
+            verdict = "higher in every seed: guidance hurt"
+        else:
+            verdict = "the seeds' ranges overlap: these runs do not show that guidance changes the final error"
+        speed = ""
+        f, g = c["steps_to_80"], none["steps_to_80"]
+        if f["mean"] is not None and g["mean"] is not None:
+            speed = (
+                f"; 80 % test accuracy at update {f['mean']:,.0f} on average ({f['reached']} of {f['of']} runs reached it) "
+                f"against {g['mean']:,.0f} ({g['reached']} of {g['of']})"
+            )
+        lines.append(
+            f"- `{c['cell']}`: {a['mean']:.2f} % test error against {b['mean']:.2f} % without annotations "
+            f"({diff:+.2f} points; {verdict}){speed}."
+        )
+    return "\n**Guidance against none** (generated from the table above):\n\n" + "\n".join(lines) + "\n"
 
 
 def per_seed(summary: dict) -> str:

@@ -65,3 +65,23 @@ def test_publish_checkpoints_copies_the_best_finished_seed_of_each_cell(tmp_path
     assert sorted(p.name for p in target.iterdir()) == sorted(publish.FILES)  # no optimizer state
     assert (target / "run.safetensors").read_text() == "run.safetensors of seed 1"
     assert "| 1 (of 2) | 3.00 % |" in (tmp_path / "checkpoints" / "README.md").read_text()
+
+
+def _cell(name: str, errors: list[float]) -> dict:
+    mean = sum(errors) / len(errors)
+    stat = {"mean": mean, "std": 0.0, "min": min(errors), "max": max(errors), "n": len(errors)}
+    return {"cell": name, "test_error": stat, "steps_to_80": {"mean": None, "reached": 0, "of": len(errors)}}
+
+
+@pytest.mark.parametrize(
+    ("guided", "verdict"),
+    [([2.0, 3.0, 4.0], "guidance helped"), ([5.0, 9.0, 12.0], "do not show"), ([13.0, 14.0, 15.0], "guidance hurt")],
+)
+def test_guidance_reading_calls_a_difference_only_when_the_seeds_ranges_are_apart(results_doc, guided, verdict):
+    summary = {"cells": [_cell("annotations=0", [6.0, 8.0, 11.0]), _cell("annotations=1%", guided)]}
+    (line,) = [line for line in results_doc.guidance(summary).splitlines() if line.startswith("- ")]
+    assert line.startswith("- `annotations=1%`") and verdict in line
+
+
+def test_guidance_reading_is_absent_without_an_unannotated_cell(results_doc):
+    assert results_doc.guidance({"cells": [_cell("model=fc", [5.0, 6.0, 7.0])]}) == ""
