@@ -195,9 +195,10 @@ def per_seed(summary: dict) -> str:
             def at(level: str) -> str:
                 return f"{reached[level]:,}" if level in reached else "—"
 
+            px, box = f.get("location_error_px"), f.get("glimpses_in_box")  # whole-image baselines: neither
             lines.append(
                 f"| `{c['cell']}` | {r['seed']} | {r['step']:,} | {f['error']:.2f} | {at('80%')} | {at('90%')} "
-                f"| {f['location_error_px']:.1f} | {100 * f['glimpses_in_box']:.1f} |"
+                f"| {'—' if px is None else f'{px:.1f}'} | {'—' if box is None else f'{100 * box:.1f}'} |"
             )
     located = "; ".join(
         f"`{c['cell']}` {located_runs(c)} of {len(c['runs'])}"

@@ -85,3 +85,10 @@ def test_guidance_reading_calls_a_difference_only_when_the_seeds_ranges_are_apar
 
 def test_guidance_reading_is_absent_without_an_unannotated_cell(results_doc):
     assert results_doc.guidance({"cells": [_cell("model=fc", [5.0, 6.0, 7.0])]}) == ""
+
+
+def test_per_seed_table_of_a_whole_image_baseline_shows_no_location_figures(results_doc):
+    run = {"seed": 0, "step": 100, "final": {"error": 33.5, "steps_to": {}}}  # fc/cnn: no location keys
+    table = results_doc.per_seed({"cells": [{"cell": "base", "runs": [run]}]})
+    assert "| `base` | 0 | 100 | 33.50 | — | — | — | — |" in table
+    assert "within 5 px" not in table
