@@ -67,10 +67,13 @@ def test_publish_checkpoints_copies_the_best_finished_seed_of_each_cell(tmp_path
     assert "| 1 (of 2) | 3.00 % |" in (tmp_path / "checkpoints" / "README.md").read_text()
 
 
-def _cell(name: str, errors: list[float]) -> dict:
-    mean = sum(errors) / len(errors)
-    stat = {"mean": mean, "std": 0.0, "min": min(errors), "max": max(errors), "n": len(errors)}
-    return {"cell": name, "test_error": stat, "steps_to_80": {"mean": None, "reached": 0, "of": len(errors)}}
+def _stat(values: list[float]) -> dict:
+    return {"mean": sum(values) / len(values), "std": 0.0, "min": min(values), "max": max(values), "n": len(values)}
+
+
+def _cell(name: str, errors: list[float], to_80: list[float] | None = None) -> dict:
+    steps = {**_stat(to_80), "reached": len(to_80), "of": len(errors)} if to_80 else {"mean": None, "reached": 0, "of": len(errors)}
+    return {"cell": name, "test_error": _stat(errors), "steps_to_80": steps}
 
 
 @pytest.mark.parametrize(
@@ -92,3 +95,13 @@ def test_per_seed_table_of_a_whole_image_baseline_shows_no_location_figures(resu
     table = results_doc.per_seed({"cells": [{"cell": "base", "runs": [run]}]})
     assert "| `base` | 0 | 100 | 33.50 | — | — | — | — |" in table
     assert "within 5 px" not in table
+
+
+@pytest.mark.parametrize(
+    ("guided", "verdict"),
+    [([1000, 1500, 2000], "reached it, sooner in every seed)"), ([1000, 3500], "(2 of 3 runs reached it)"),
+     ([5000, 6000, 7000], "reached it, later in every seed)")],
+)
+def test_guidance_reading_judges_speed_to_80_percent_by_the_same_rule(results_doc, guided, verdict):
+    summary = {"cells": [_cell("annotations=0", [6.0, 8.0, 11.0], [3000, 3500, 4000]), _cell("annotations=1%", [5.0, 9.0, 12.0], guided)]}
+    assert verdict in results_doc.guidance(summary)
