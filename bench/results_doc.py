@@ -183,6 +183,8 @@ def guidance(summary: dict) -> str:
                 f"; 80 % test accuracy at update {f['mean']:,.0f} on average ({f['reached']} of {f['of']} runs reached it{order}) "
                 f"against {g['mean']:,.0f} ({g['reached']} of {g['of']})"
             )
+        elif f["mean"] is not None or g["mean"] is not None:
+            speed = f"; 80 % test accuracy reached by {f['reached']} of {f['of']} runs, against {g['reached']} of {g['of']} without annotations"
         lines.append(
             f"- `{c['cell']}`: {a['mean']:.2f} % test error against {b['mean']:.2f} % without annotations "
             f"({diff:+.2f} points; {verdict}){speed}."

@@ -6,10 +6,17 @@
 # followed by `lgdram results`, which writes the row's table (.md, .csv, .json) and curves.
 #   bash bench/results_runs.sh [ROW ...]      rows: ram-60 ldram-100 headline mcmnist-100
 #                                              mcmnist-200 baselines (default: all, in that order)
-# Budget on a 2-core CPU (32 x 10): the headline (2 cells x 3 seeds x 30,000 updates, fp32)
-# ~9 core-hours; the other rows ~16 core-hours in fp32, ~9 in bf16. JOBS (default 2) runs at
-# a time. PRECISION (default bf16) is the 10,000-update rows' precision: bf16 learns as fp32
-# does here (bench/precision_runs.sh, docs/performance.md) at 0.56-0.58 of the step time.
+# Time per run on a 2-core AMD EPYC (Zen 4) with both cores busy, one thread each, bf16:
+# RAM cmnist-60 ~5 min; DRAM cmnist-100 / mcmnist-100 / mcmnist-200 ~10 min; fc ~30 s;
+# cnn cmnist-60 ~7 min, cnn cmnist-100 ~27 min. The fp32 headline (2 cells x 3 seeds x 30,000
+# updates) took ~9 core-hours. Everything else: ~7 core-hours in bf16.
+# JOBS (default 2) runs at a time. A row of 3 runs on 2 cores leaves one core idle for its
+# last run: run two rows at once with JOBS=1 each, e.g.
+#   JOBS=1 bash bench/results_runs.sh baselines &  JOBS=1 bash bench/results_runs.sh mcmnist-100
+# or split one row's runs between processes with `lgdram sweep ... --only 0-7` / `--only 8-14`
+# (the same arguments as below; concurrent sweeps of one folder are safe), then
+# `lgdram results`. PRECISION (default bf16) is the 10,000-update rows' precision: bf16 learns
+# as fp32 does here (bench/precision_runs.sh, docs/performance.md) at 0.56-0.58 of the step time.
 # The headline pair runs in fp32, as its first seeds did (a sweep never mixes specs).
 source "$(dirname "$0")/runs_common.sh"
 OUT=runs

@@ -105,3 +105,8 @@ def test_per_seed_table_of_a_whole_image_baseline_shows_no_location_figures(resu
 def test_guidance_reading_judges_speed_to_80_percent_by_the_same_rule(results_doc, guided, verdict):
     summary = {"cells": [_cell("annotations=0", [6.0, 8.0, 11.0], [3000, 3500, 4000]), _cell("annotations=1%", [5.0, 9.0, 12.0], guided)]}
     assert verdict in results_doc.guidance(summary)
+
+
+def test_guidance_reading_counts_runs_at_80_percent_when_one_side_never_got_there(results_doc):
+    summary = {"cells": [_cell("annotations=0", [88.0, 89.0, 90.0]), _cell("annotations=100%", [14.0, 15.0, 16.0], [4500, 5000, 5000])]}
+    assert "80 % test accuracy reached by 3 of 3 runs, against 0 of 3 without annotations" in results_doc.guidance(summary)
