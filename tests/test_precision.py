@@ -121,6 +121,20 @@ def test_bf16_is_refused_on_a_cpu_without_it(tmp_path, capsys, monkeypatch):
     assert not out.exists()
 
 
+def test_a_bf16_run_resumed_on_a_cpu_without_bf16_is_pointed_elsewhere(tmp_path, capsys, monkeypatch):
+    """`--precision fp32` cannot help a resumed run (it keeps its spec): the message says so."""
+    out = tmp_path / "run.safetensors"
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)  # started where bf16 runs (emulated here: tiny)
+    code, _, err = run_main(["train", *TINY, "--set", "precision=bf16", "--out", str(out)], capsys)
+    assert code == 0, err
+    before = out.read_bytes()
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    code, _, err = run_main(["train", "--out", str(out), "--resume", "--steps", "6"], capsys)
+    assert_one_line_error(code, err, "bf16", "keeps its precision", "--device cuda")
+    assert "use --precision fp32" not in err
+    assert out.read_bytes() == before
+
+
 @pytest.mark.parametrize("first", [True, False])
 def test_mixed_lstm_step_matches_the_torch_cell(first):
     """The hand-written LSTM step that bf16 DRAM takes (`MixedLSTMStep`): outputs and every

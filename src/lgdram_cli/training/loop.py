@@ -212,7 +212,7 @@ def _train(
     spec: TrainSpec, out: Path, device: torch.device, world: distributed.World, resume: bool, display: Display,
 ) -> dict[str, Any]:
     torch.manual_seed(spec.seed * 1000 + world.rank)
-    check_precision(spec.precision, device)
+    check_precision(spec.precision, device, resuming=resume)
     loggers = resolve_loggers(spec.loggers)  # an unknown or uninstalled logger fails before any output
     setup = build(spec)
     model = setup.model.to(device)

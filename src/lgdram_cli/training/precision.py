@@ -33,13 +33,22 @@ def cpu_has_bf16() -> bool:
     return any(f in flags for f in BF16_FLAGS)
 
 
-def check_precision(precision: str, device: torch.device) -> None:
-    """Refuse bf16 where it would be emulated; let fp32 runs on CUDA use TF32 products."""
+def check_precision(precision: str, device: torch.device, *, resuming: bool = False) -> None:
+    """Refuse bf16 where it would be emulated; let fp32 runs on CUDA use TF32 products.
+
+    A resumed run keeps the precision it started with (`--resume` refuses a changed spec), so
+    there the way out is another machine, not `--precision fp32`.
+    """
     if precision == "bf16":
         if device.type == "cpu" and not cpu_has_bf16():
+            fix = (
+                "this run was started in bf16 and keeps its precision: resume it on a CPU with bf16 instructions "
+                "or a CUDA GPU (--device cuda), or start a new run with --precision fp32"
+                if resuming else "use --precision fp32"
+            )
             raise UserError(
                 "precision bf16: this CPU has no bf16 instructions (avx512_bf16/amx_bf16), so bf16 would be "
-                "emulated and slower than fp32; use --precision fp32"
+                f"emulated and slower than fp32; {fix}"
             )
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise UserError(f"precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use fp32")
