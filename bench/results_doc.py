@@ -166,9 +166,9 @@ def guidance(summary: dict) -> str:
             continue
         a, b = c["test_error"], none["test_error"]
         diff = a["mean"] - b["mean"]
-        if a["max"] < b["min"]:
+        if below(a, b):
             verdict = "lower in every seed: guidance helped"
-        elif a["min"] > b["max"]:
+        elif below(b, a):
             verdict = "higher in every seed: guidance hurt"
         else:
             verdict = "the seeds' ranges overlap: these runs do not show that guidance changes the final error"
@@ -176,8 +176,8 @@ def guidance(summary: dict) -> str:
         f, g = c["steps_to_80"], none["steps_to_80"]
         if f["mean"] is not None and g["mean"] is not None:
             # a run that never reached 80 % counts as later than any that did
-            sooner = f["reached"] == f["of"] and f["max"] < g["min"]
-            later = g["reached"] == g["of"] and g["max"] < f["min"]
+            sooner = f["reached"] == f["of"] and below(f, g)
+            later = g["reached"] == g["of"] and below(g, f)
             order = ", sooner in every seed" if sooner else ", later in every seed" if later else ""
             speed = (
                 f"; 80 % test accuracy at update {f['mean']:,.0f} on average ({f['reached']} of {f['of']} runs reached it{order}) "
@@ -190,6 +190,11 @@ def guidance(summary: dict) -> str:
             f"({diff:+.2f} points; {verdict}){speed}."
         )
     return "\n**Guidance against none** (generated from the table above):\n\n" + "\n".join(lines) + "\n"
+
+
+def below(a: dict, b: dict) -> bool:
+    """Every seed of `a` under every seed of `b`: their min–max ranges do not overlap."""
+    return a["max"] < b["min"]
 
 
 def per_seed(summary: dict) -> str:
