@@ -127,6 +127,20 @@ def test_precision_option_sets_every_run_and_rejects_bad_values(capsys, tmp_path
     assert {run.spec["precision"] for run in plan.runs} == {"bf16"}
 
 
+@pytest.mark.parametrize("how", [["--precision", "bf16"], ["--set", "precision=bf16"], ["--grid", "precision=fp32,bf16"]])
+def test_bf16_is_refused_up_front_on_a_cpu_without_it(capsys, tmp_path, recipe, monkeypatch, how):
+    """However bf16 reaches a run, a CPU sweep says so once, before any folder or process."""
+    from lgdram_cli.training import precision
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    out = tmp_path / "sweep"
+    code, _, err = sweep_main(capsys, recipe, out, "--seeds", "0", *how)
+    assert_one_line_error(code, err, "precision bf16", "--precision fp32", "--gpus")
+    assert not out.exists()
+    code, text, err = sweep_main(capsys, recipe, out, "--seeds", "0", *how, "--list")  # listing runs nothing
+    assert code == 0, err
+
+
 def test_child_commands_and_gpu_round_robin(tmp_path, recipe):
     from types import SimpleNamespace
 

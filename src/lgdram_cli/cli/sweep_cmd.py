@@ -58,15 +58,11 @@ def sweep(
     if precision is not None:
         if any(g.partition("=")[0].strip() == "precision" for g in grid or []):
             raise UserError("--precision and --grid precision both given; keep one of them")
-        if precision == "bf16" and not gpus:
-            import torch
-
-            from lgdram_cli.training.precision import check_precision
-
-            check_precision(precision, torch.device("cpu"))  # refused where bf16 would be emulated
         sets = [*(sets or []), f"precision={precision}"]
     plan = sw.make_plan(recipe, grid, seeds, sets, steps, out)
     runs = select(plan.runs, sw.parse_indices(only, "--only"))
+    if not gpus and not list_runs:
+        check_cpu_precision(runs)
     work = [(run, sw.run_state(run)) for run in runs]  # a foreign run folder stops us here
     if list_runs:
         print_runs(work, len(plan.runs))
@@ -114,6 +110,25 @@ def summarize(out: Path, outcome: Outcome, skipped: int) -> None:
 def say(text: str) -> None:
     """A status line on stderr, as it is (run names and log lines are not Rich markup)."""
     err.print(text, markup=False, highlight=False)
+
+
+def check_cpu_precision(runs: list[Run]) -> None:
+    """Refuse up front, not once per run, where a bf16 run (from the recipe, --set, --grid or
+    --precision) would be emulated on this CPU."""
+    bf16 = [run for run in runs if run.spec.get("precision") == "bf16"]
+    if not bf16:
+        return
+    from lgdram_cli.training.precision import cpu_has_bf16
+
+    if not cpu_has_bf16():
+        from lgdram_cli.errors import UserError
+
+        raise UserError(
+            f"precision bf16 ({len(bf16)} of {len(runs)} runs, e.g. {bf16[0].name}): this CPU has no bf16 "
+            "instructions (avx512_bf16/amx_bf16), so bf16 would be emulated and slower than fp32; "
+            "use --precision fp32 (a sweep folder keeps one precision: a new --out if it holds bf16 runs), "
+            "or run on CUDA devices with --gpus N"
+        )
 
 
 def select(runs: list[Run], only: list[int]) -> list[Run]:
