@@ -139,6 +139,11 @@ def test_bf16_is_refused_up_front_on_a_cpu_without_it(capsys, tmp_path, recipe, 
     assert not out.exists()
     code, text, err = sweep_main(capsys, recipe, out, "--seeds", "0", *how, "--list")  # listing runs nothing
     assert code == 0, err
+    # bf16 runs finished elsewhere are skipped, not refused (a results script reruns its sweeps)
+    monkeypatch.setattr(sw, "run_state", lambda run: sw.State("done", 3))
+    code, text, err = sweep_main(capsys, recipe, out, "--seeds", "0", *how)
+    assert code == 0, err
+    assert "skip" in text + err
 
 
 def test_child_commands_and_gpu_round_robin(tmp_path, recipe):

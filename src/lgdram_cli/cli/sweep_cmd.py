@@ -61,12 +61,12 @@ def sweep(
         sets = [*(sets or []), f"precision={precision}"]
     plan = sw.make_plan(recipe, grid, seeds, sets, steps, out)
     runs = select(plan.runs, sw.parse_indices(only, "--only"))
-    if not gpus and not list_runs:
-        check_cpu_precision(runs)
     work = [(run, sw.run_state(run)) for run in runs]  # a foreign run folder stops us here
     if list_runs:
         print_runs(work, len(plan.runs))
         return
+    if not gpus:
+        check_cpu_precision([run for run, state in work if state.kind != "done"])
     jobs = jobs or gpus or cpu_cores()
     warn_oversubscribed(jobs, threads, gpus)
     sw.write_manifest(plan)
@@ -113,8 +113,8 @@ def say(text: str) -> None:
 
 
 def check_cpu_precision(runs: list[Run]) -> None:
-    """Refuse up front, not once per run, where a bf16 run (from the recipe, --set, --grid or
-    --precision) would be emulated on this CPU."""
+    """Refuse up front, not once per run, where a bf16 run still to train (from the recipe,
+    --set, --grid or --precision) would be emulated on this CPU; finished ones are only skipped."""
     bf16 = [run for run in runs if run.spec.get("precision") == "bf16"]
     if not bf16:
         return
