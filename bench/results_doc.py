@@ -143,7 +143,16 @@ def row_section(name: str, what: str, published: str, command: str) -> str:
             f"| {steps(c['steps_to_90'])} | {pm(c['location_error_px'], 1)} | {pm(c['glimpses_in_box'], 1)} |"
         )
     n_seeds = {c["n"] for c in summary["cells"]}
-    note = "" if min(n_seeds) >= 3 else f"\n**Fewer than 3 seeds** in some cells ({min(n_seeds)}): the row is incomplete.\n"
+    planned = summary.get("planned")  # written by `lgdram results` for a sweep folder
+    if planned and planned["missing"]:
+        note = (
+            f"\n**Incomplete row:** {summary['runs']} of {planned['runs']} planned runs have finished; still to run: "
+            f"{', '.join(planned['missing'])}. Means over fewer than 3 seeds are provisional.\n"
+        )
+    elif min(n_seeds) < 3:
+        note = f"\n**Fewer than 3 seeds** in some cells ({min(n_seeds)}): the row is incomplete.\n"
+    else:
+        note = ""
     curves = f"\n![{name}](results/{name}.curves.png)\n" if (RESULTS / f"{name}.curves.png").exists() else ""
     return head + "\n".join(lines) + "\n" + per_seed(summary) + guidance(summary) + comparison(name, summary) + note + curves
 
@@ -166,7 +175,9 @@ def guidance(summary: dict) -> str:
             continue
         a, b = c["test_error"], none["test_error"]
         diff = a["mean"] - b["mean"]
-        if below(a, b):
+        if min(a["n"], b["n"]) < 3:  # one or two seeds: any two ranges are "apart" by chance
+            verdict = "fewer than 3 seeds on a side: no verdict yet"
+        elif below(a, b):
             verdict = "lower in every seed: guidance helped"
         elif below(b, a):
             verdict = "higher in every seed: guidance hurt"
@@ -176,8 +187,9 @@ def guidance(summary: dict) -> str:
         f, g = c["steps_to_80"], none["steps_to_80"]
         if f["mean"] is not None and g["mean"] is not None:
             # a run that never reached 80 % counts as later than any that did
-            sooner = f["reached"] == f["of"] and below(f, g)
-            later = g["reached"] == g["of"] and below(g, f)
+            judged = min(f["of"], g["of"]) >= 3
+            sooner = judged and f["reached"] == f["of"] and below(f, g)
+            later = judged and g["reached"] == g["of"] and below(g, f)
             order = ", sooner in every seed" if sooner else ", later in every seed" if later else ""
             speed = (
                 f"; 80 % test accuracy at update {f['mean']:,.0f} on average ({f['reached']} of {f['of']} runs reached it{order}) "

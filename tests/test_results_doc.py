@@ -110,3 +110,21 @@ def test_guidance_reading_judges_speed_to_80_percent_by_the_same_rule(results_do
 def test_guidance_reading_counts_runs_at_80_percent_when_one_side_never_got_there(results_doc):
     summary = {"cells": [_cell("annotations=0", [88.0, 89.0, 90.0]), _cell("annotations=100%", [14.0, 15.0, 16.0], [4500, 5000, 5000])]}
     assert "80 % test accuracy reached by 3 of 3 runs, against 0 of 3 without annotations" in results_doc.guidance(summary)
+
+
+def test_guidance_reading_gives_no_verdict_below_3_seeds(results_doc):
+    """One seed a side is always 'apart': an incomplete row must not read as a finding."""
+    summary = {"cells": [_cell("annotations=0", [9.0], [4000]), _cell("annotations=1%", [5.0], [2000])]}
+    text = results_doc.guidance(summary)
+    assert "no verdict yet" in text and "helped" not in text and "every seed" not in text
+
+
+def test_a_sweep_in_progress_is_shown_as_an_incomplete_row(results_doc, tmp_path, monkeypatch):
+    cell = {**_cell("annotations=0", [9.0]), "n": 1, "runs": [], "test_accuracy": _stat([91.0]),
+            "location_error_px": _stat([8.0]), "glimpses_in_box": _stat([70.0]), "steps_to_90": {"mean": None, "reached": 0, "of": 1}}
+    summary = {"runs": 1, "cells": [cell], "common": {"precision": "fp32"},
+               "planned": {"runs": 4, "missing": ["annotations=0/s1", "annotations=1%/s0", "annotations=1%/s1"]}}
+    monkeypatch.setattr(results_doc, "RESULTS", tmp_path)
+    (tmp_path / "row.json").write_text(json.dumps(summary))
+    text = results_doc.row_section("row", "a row", "—", "bash run.sh")
+    assert "**Incomplete row:** 1 of 4 planned runs have finished; still to run: annotations=0/s1, annotations=1%/s0, annotations=1%/s1." in text

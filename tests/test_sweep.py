@@ -228,6 +228,13 @@ def test_only_runs_the_named_runs_and_warns_about_too_many_jobs(capsys, tmp_path
         "annotations=0/s0": "new", "annotations=0/s1": "new",
         "annotations=100pct/s0": "done (step 6)", "annotations=100pct/s1": "new",
     }
+    # the table of a sweep in progress says how much of the plan it covers, and what it lacks
+    code, stdout, err = run_main(["results", str(out)], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["planned"] == {"runs": 4, "missing": ["annotations=0/s0", "annotations=0/s1", "annotations=100%/s1"]}
+    assert "Incomplete: 1 of 4 planned runs finished." in stdout
+    assert "Not finished yet: annotations=0/s0, annotations=0/s1, annotations=100%/s1." in stdout
 
 
 def test_ctrl_c_stops_the_children_with_a_checkpoint(capsys, tmp_path, recipe):
@@ -430,6 +437,7 @@ def test_sweep_killed_run_resumes_and_results_are_complete(capsys, tmp_path, rec
     assert code == 0, err
     summary = json.loads((out / "results.json").read_text())
     assert summary["runs"] == 4 and summary["seeds"] == [0, 1]
+    assert summary["planned"] == {"runs": 4, "missing": []} and "Incomplete" not in stdout
     assert {c["cell"]: (c["n"], c["seeds"]) for c in summary["cells"]} == {
         "annotations=0": (2, [0, 1]), "annotations=100%": (2, [0, 1]),
     }

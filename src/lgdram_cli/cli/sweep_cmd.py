@@ -178,7 +178,7 @@ def results(
     pyplot("lgdram results (its .curves.png)")  # before anything is written
     found, notes = res.find_runs(dirs)
     cells = res.group(found)
-    summary = res.summarize(cells)
+    summary = res.summarize(cells, res.coverage(dirs, cells))
     from rich.markup import escape
 
     for note in notes:

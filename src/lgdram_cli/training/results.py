@@ -219,15 +219,38 @@ def summarize_cell(cell: CellResult) -> dict[str, Any]:
     return out
 
 
-def summarize(cells: list[CellResult]) -> dict[str, Any]:
-    """Everything `results` reports, as plain data (the JSON output)."""
+def coverage(dirs: list[Path], cells: list[CellResult]) -> dict[str, Any] | None:
+    """How much of the planned sweeps the finished runs cover: a table of a sweep still running
+    (or interrupted) says so, naming the runs it lacks. None when no folder is a sweep."""
+    planned, missing = 0, []
+    done = {(c.folder.resolve(), r.seed) for c in cells for r in c.runs}
+    for root in dirs:
+        try:
+            manifest = json.loads((root / MANIFEST).read_text())
+            plan_cells, seeds = dict(manifest["cells"]), [int(s) for s in manifest["seeds"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a sweep folder: nothing was planned
+        for name, params in plan_cells.items():
+            label = ", ".join(f"{k}={v}" for k, v in params.items()) or name
+            for seed in seeds:
+                planned += 1
+                if ((root / name).resolve(), seed) not in done:
+                    missing.append(f"{label}/s{seed}")
+    return {"runs": planned, "missing": missing} if planned else None
+
+
+def summarize(cells: list[CellResult], planned: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything `results` reports, as plain data (the JSON output); `planned`: `coverage()`."""
     differ = sorted({k for a in cells for b in cells for k in spec_diff(a.spec, b.spec)})
     common = flatten_spec(cells[0].spec)
     seeds = sorted({r.seed for c in cells for r in c.runs})
-    return {
+    summary = {
         "runs": sum(len(c.runs) for c in cells), "cells": [summarize_cell(c) for c in cells], "seeds": seeds,
         "differ": differ, "common": {k: v for k, v in common.items() if k not in differ},
     }
+    if planned is not None:
+        summary["planned"] = planned
+    return summary
 
 
 # ---------------------------------------------------------------- tables
@@ -259,7 +282,11 @@ def headline(summary: dict[str, Any]) -> str:
         text += f"; {common['steps']} steps"
     if "eval_n" in common and not common.get("test_data"):
         text += f", final test on {common['eval_n']} held-out canvases"
-    return text + "."
+    text += "."
+    planned = summary.get("planned")
+    if planned and planned["missing"]:
+        text += f" Incomplete: {summary['runs']} of {planned['runs']} planned runs finished."
+    return text
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -271,7 +298,9 @@ def markdown(summary: dict[str, Any]) -> str:
             _steps(c["steps_to_80"]), _steps(c["steps_to_90"]), _pm(c["location_error_px"]), _pm(c["glimpses_in_box"]),
         )
         rows.append("| " + " | ".join(cells) + " |")
-    return headline(summary) + "\n\n" + "\n".join(rows) + "\n"
+    planned = summary.get("planned")
+    lacking = f"\nNot finished yet: {', '.join(planned['missing'])}.\n" if planned and planned["missing"] else ""
+    return headline(summary) + "\n\n" + "\n".join(rows) + "\n" + lacking
 
 
 def csv_text(summary: dict[str, Any]) -> str:
