@@ -35,7 +35,7 @@ row() {  # name recipe steps precision grid...   (precision "": the recipe's, fp
   [ -n "$precision" ] && sets+=(--precision "$precision")
   $L sweep "experiments/$recipe.toml" --seeds "$SEEDS" "${grid[@]}" --steps "$steps" "${DATA[@]}" \
     ${sets[@]+"${sets[@]}"} \
-    --jobs "$JOBS" --threads 1 --out "$OUT/$name"
+    --jobs "$JOBS" --threads 1 --seeds-first --out "$OUT/$name"
   mkdir -p "$RESULTS"
   $L results "$OUT/$name" --out "$RESULTS/$name"
 }

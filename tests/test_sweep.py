@@ -401,6 +401,14 @@ def kill_after_a_checkpoint(pid: int, run: Path, timeout: float = 90) -> None:
     raise AssertionError(f"{run} never got a checkpoint")
 
 
+def test_seeds_first_runs_one_seed_of_every_cell_before_the_next(tmp_path, recipe):
+    out = tmp_path / "sweep"
+    result = run_cli("sweep", str(recipe), "--out", str(out), *GRID, "--only", "0-2", "--jobs", "1", "--seeds-first")
+    assert result.returncode == 0, result.stderr
+    starts = [line.split("]")[0] + "]" for line in result.stderr.splitlines() if "] start " in line]
+    assert starts == ["[0]", "[2]", "[1]"]  # ann=0/s0, ann=100%/s0, then ann=0/s1; the numbering is the plan's
+
+
 def test_sweep_killed_run_resumes_and_results_are_complete(capsys, tmp_path, recipe):
     """The issue's done-when: 2 × 2 tiny runs, one SIGKILLed mid-run; the rerun resumes it."""
     out = tmp_path / "sweep"

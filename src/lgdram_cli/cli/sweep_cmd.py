@@ -47,6 +47,7 @@ def sweep(
     gpus: Annotated[int, typer.Option(help="Spread runs over CUDA devices cuda:0 … cuda:N-1 (the least busy first).")] = 0,
     only: Annotated[Optional[list[str]], typer.Option("--only", metavar="I", help="Run only these runs of the numbered run list (0-based; 3, 0-4, 1,5): one job-array task each.")] = None,
     list_runs: Annotated[bool, typer.Option("--list", help="Print the numbered runs and their state (done / partial at step k / new), then exit.")] = False,
+    seeds_first: Annotated[bool, typer.Option("--seeds-first", help="Run every cell's first seed before any cell's second (the numbering stays): a sweep stopped early still covers every cell.")] = False,
 ) -> None:
     from lgdram_cli.errors import UserError
     from lgdram_cli.training import sweep as sw
@@ -67,6 +68,8 @@ def sweep(
         return
     if not gpus:
         check_cpu_precision([run for run, state in work if state.kind != "done"])
+    if seeds_first:
+        work.sort(key=lambda w: (plan.seeds.index(w[0].seed), w[0].index))
     jobs = jobs or gpus or cpu_cores()
     warn_oversubscribed(jobs, threads, gpus)
     sw.write_manifest(plan)
