@@ -154,7 +154,8 @@ def row_section(name: str, what: str, published: str, command: str) -> str:
     else:
         note = ""
     curves = f"\n![{name}](results/{name}.curves.png)\n" if (RESULTS / f"{name}.curves.png").exists() else ""
-    return head + "\n".join(lines) + "\n" + per_seed(summary) + guidance(summary) + comparison(name, summary) + note + curves
+    # an incomplete row says so before its figures are read
+    return head + note.lstrip("\n") + ("\n" if note else "") + "\n".join(lines) + "\n" + per_seed(summary) + guidance(summary) + comparison(name, summary) + curves
 
 
 def guidance(summary: dict) -> str:
