@@ -48,11 +48,11 @@ from lgdram_cli.training.precision import cpu_has_bf16  # noqa: E402
 from lgdram_cli.training.spec import TrainSpec  # noqa: E402
 
 
-def matmul_seconds(n: int = 1024, repeats: int = 10, dtype: torch.dtype = torch.float32) -> list[float]:
+def matmul_seconds(n: int = 1024, repeats: int = 10, dtype: torch.dtype = torch.float32, warmup: int = 3) -> list[float]:
     """Times of `repeats` n×n products into a preallocated output (after a warm-up): the
     machine's matmul rate in `dtype`."""
     a, b, c = (torch.randn(n, n, dtype=dtype) for _ in range(3))
-    for _ in range(3):
+    for _ in range(warmup):
         torch.mm(a, b, out=c)
     times = []
     for _ in range(repeats):
@@ -100,7 +100,8 @@ def precision_section(steps: int, warmup: int, blocks: int) -> dict[str, float]:
         for key, t in timers.items():
             times[key] += t.run(per_block)
         fp32 += matmul_seconds(repeats=5)
-        bf16 += matmul_seconds(repeats=5 if len(precisions) == 2 else 1, dtype=torch.bfloat16)  # emulated: ~2 s each
+        native = len(precisions) == 2  # emulated bf16 products take ~2 s each: one, after one warm-up
+        bf16 += matmul_seconds(repeats=5 if native else 1, dtype=torch.bfloat16, warmup=3 if native else 1)
     flop = 2 * 1024**3
     rate32, rate16 = flop / median(fp32) / 1e9, flop / median(bf16) / 1e9
     result: dict[str, float] = {"matmul_gflops_fp32": round(rate32, 1), "matmul_gflops_bf16": round(rate16, 1)}

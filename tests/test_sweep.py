@@ -401,12 +401,20 @@ def kill_after_a_checkpoint(pid: int, run: Path, timeout: float = 90) -> None:
     raise AssertionError(f"{run} never got a checkpoint")
 
 
-def test_seeds_first_runs_one_seed_of_every_cell_before_the_next(tmp_path, recipe):
-    out = tmp_path / "sweep"
-    result = run_cli("sweep", str(recipe), "--out", str(out), *GRID, "--only", "0-2", "--jobs", "1", "--seeds-first")
-    assert result.returncode == 0, result.stderr
-    starts = [line.split("]")[0] + "]" for line in result.stderr.splitlines() if "] start " in line]
-    assert starts == ["[0]", "[2]", "[1]"]  # ann=0/s0, ann=100%/s0, then ann=0/s1; the numbering is the plan's
+@pytest.mark.parametrize(("flag", "order"), [([], [0, 1, 2, 3]), (["--seeds-first"], [0, 2, 1, 3])])
+def test_seeds_first_runs_one_seed_of_every_cell_before_the_next(capsys, tmp_path, recipe, monkeypatch, flag, order):
+    """The order runs are handed to the pool (the pool starts them in that order; the numbering
+    stays the plan's: 0 = annotations=0/s0, 1 = annotations=0/s1, 2 = annotations=100%/s0)."""
+    handed: list[int] = []
+
+    def record(pool, work):
+        handed.extend(run.index for run, _ in work)
+        return sw.Outcome()
+
+    monkeypatch.setattr(sw.Pool, "run", record)
+    code, _, err = sweep_main(capsys, recipe, tmp_path / "sweep", *GRID, "--jobs", "1", *flag)
+    assert code == 0, err
+    assert handed == order
 
 
 def test_sweep_killed_run_resumes_and_results_are_complete(capsys, tmp_path, recipe):
