@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml Makefile plugins/lgdram-example/pyproject.tom
 lint: setup
 	$(BIN)/lint-imports
 
-## The test suite (default: everything but tests marked slow; < 10 min on 2 cores).
+## The test suite (default: everything but tests marked slow; 6–15 min on 2 cores, by CPU).
 test: setup
 	$(BIN)/python -m pytest -q
 
