@@ -84,7 +84,8 @@ def reference_ms(steps: int, warmup: int, mc: int) -> float:
 def precision_section(steps: int, warmup: int, blocks: int) -> dict[str, float]:
     """fp32 and bf16 steps of DRAM and RAM-LSTM, interleaved with the 1024² product rates."""
     cpu = torch.device("cpu")
-    precisions = ("fp32", "bf16") if cpu_has_bf16() else ("fp32",)
+    native = cpu_has_bf16()  # else bf16 is emulated: train refuses it, and its products take ~2 s each
+    precisions = ("fp32", "bf16") if native else ("fp32",)
     timers = {
         (model, p): StepTimer(
             train_spec(dataset="mcmnist", model=model, sets=["dataset.digits=mnist-mini", f"precision={p}"],
@@ -100,7 +101,6 @@ def precision_section(steps: int, warmup: int, blocks: int) -> dict[str, float]:
         for key, t in timers.items():
             times[key] += t.run(per_block)
         fp32 += matmul_seconds(repeats=5)
-        native = len(precisions) == 2  # emulated bf16 products take ~2 s each: one, after one warm-up
         bf16 += matmul_seconds(repeats=5 if native else 1, dtype=torch.bfloat16, warmup=3 if native else 1)
     flop = 2 * 1024**3
     rate32, rate16 = flop / median(fp32) / 1e9, flop / median(bf16) / 1e9
@@ -116,7 +116,7 @@ def precision_section(steps: int, warmup: int, blocks: int) -> dict[str, float]:
             f"{name}_fp32_share_of_matmul_rate": round(t.flops / 1e9 / (ms32 / 1000) / rate32, 3),
             f"{name}_fp32_nominal_share": round(t.nominal / 1e9 / (ms32 / 1000) / rate32, 3),
         })  # fmt: skip
-        if "bf16" in precisions:
+        if native:
             ms16 = 1000 * median(times[(model, "bf16")])
             result.update({f"{name}_bf16_ms": round(ms16, 2), f"{name}_bf16_over_fp32": round(ms16 / ms32, 3)})
     return result

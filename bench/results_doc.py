@@ -146,16 +146,16 @@ def row_section(name: str, what: str, published: str, command: str) -> str:
     planned = summary.get("planned")  # written by `lgdram results` for a sweep folder
     if planned and planned["missing"]:
         note = (
-            f"\n**Incomplete row:** {summary['runs']} of {planned['runs']} planned runs have finished; still to run: "
-            f"{', '.join(planned['missing'])}. Means over fewer than 3 seeds are provisional.\n"
+            f"**Incomplete row:** {summary['runs']} of {planned['runs']} planned runs have finished; still to run: "
+            f"{', '.join(planned['missing'])}. Means over fewer than 3 seeds are provisional.\n\n"
         )
     elif min(n_seeds) < 3:
-        note = f"\n**Fewer than 3 seeds** in some cells ({min(n_seeds)}): the row is incomplete.\n"
+        note = f"**Fewer than 3 seeds** in some cells ({min(n_seeds)}): the row is incomplete.\n\n"
     else:
         note = ""
     curves = f"\n![{name}](results/{name}.curves.png)\n" if (RESULTS / f"{name}.curves.png").exists() else ""
     # an incomplete row says so before its figures are read
-    return head + note.lstrip("\n") + ("\n" if note else "") + "\n".join(lines) + "\n" + per_seed(summary) + guidance(summary) + comparison(name, summary) + curves
+    return head + note + "\n".join(lines) + "\n" + per_seed(summary) + guidance(summary) + comparison(name, summary) + curves
 
 
 def guidance(summary: dict) -> str:

@@ -119,18 +119,15 @@ def check_cpu_precision(runs: list[Run]) -> None:
     """Refuse up front, not once per run, where a bf16 run still to train (from the recipe,
     --set, --grid or --precision) would be emulated on this CPU; finished ones are only skipped."""
     bf16 = [run for run in runs if run.spec.get("precision") == "bf16"]
-    if not bf16:
-        return
-    from lgdram_cli.training.precision import cpu_has_bf16
+    if bf16:
+        import torch
 
-    if not cpu_has_bf16():
-        from lgdram_cli.errors import UserError
+        from lgdram_cli.training.precision import check_precision
 
-        raise UserError(
-            f"precision bf16 ({len(bf16)} of {len(runs)} runs, e.g. {bf16[0].name}): this CPU has no bf16 "
-            "instructions (avx512_bf16/amx_bf16), so bf16 would be emulated and slower than fp32; "
-            "use --precision fp32 (a sweep folder keeps one precision: a new --out if it holds bf16 runs), "
-            "or run on CUDA devices with --gpus N"
+        check_precision(
+            "bf16", torch.device("cpu"), what=f"precision bf16 ({len(bf16)} of {len(runs)} runs, e.g. {bf16[0].name})",
+            fix="use --precision fp32 (a sweep folder keeps one precision: a new --out if it holds bf16 runs), "
+            "or run on CUDA devices with --gpus N",
         )
 
 

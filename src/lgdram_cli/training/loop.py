@@ -38,7 +38,7 @@ from lgdram_cli.training import distributed
 from lgdram_cli.training.evaluate import evaluate
 from lgdram_cli.training.feed import FileFeed, OnTheFlyFeed, TrainBatch, check_file_matches
 from lgdram_cli.training.loggers import resolve as resolve_loggers
-from lgdram_cli.training.precision import check_precision, mixed_precision
+from lgdram_cli.training.precision import RESUME_ELSEWHERE, check_precision, mixed_precision
 from lgdram_cli.training.runlog import THRESHOLDS, MetricsLog  # noqa: F401 (the names of lgdram 0.1)
 from lgdram_cli.training.runlog import Display, RunLog, make_display, spec_path, summary, write_spec
 from lgdram_cli.training.spec import DEFAULT_LOSS, TrainSpec, spec_diff
@@ -212,7 +212,10 @@ def _train(
     spec: TrainSpec, out: Path, device: torch.device, world: distributed.World, resume: bool, display: Display,
 ) -> dict[str, Any]:
     torch.manual_seed(spec.seed * 1000 + world.rank)
-    check_precision(spec.precision, device, resuming=resume)
+    if resume:
+        check_precision(spec.precision, device, fix=RESUME_ELSEWHERE)
+    else:
+        check_precision(spec.precision, device)
     loggers = resolve_loggers(spec.loggers)  # an unknown or uninstalled logger fails before any output
     setup = build(spec)
     model = setup.model.to(device)

@@ -33,21 +33,23 @@ def cpu_has_bf16() -> bool:
     return any(f in flags for f in BF16_FLAGS)
 
 
-def check_precision(precision: str, device: torch.device, *, resuming: bool = False) -> None:
-    """Refuse bf16 where it would be emulated; let fp32 runs on CUDA use TF32 products.
+#: what a resumed bf16 run can do where bf16 is refused: `--resume` keeps the run's spec, so
+#: `--precision fp32` is no way out for it
+RESUME_ELSEWHERE = (
+    "this run was started in bf16 and keeps its precision: resume it on a CPU with bf16 instructions "
+    "or a CUDA GPU (--device cuda), or start a new run with --precision fp32"
+)
 
-    A resumed run keeps the precision it started with (`--resume` refuses a changed spec), so
-    there the way out is another machine, not `--precision fp32`.
-    """
+
+def check_precision(
+    precision: str, device: torch.device, *, what: str = "precision bf16", fix: str = "use --precision fp32",
+) -> None:
+    """Refuse bf16 where it would be emulated (the line starts with `what` and ends with `fix`:
+    the way out depends on the command); let fp32 runs on CUDA use TF32 products."""
     if precision == "bf16":
         if device.type == "cpu" and not cpu_has_bf16():
-            fix = (
-                "this run was started in bf16 and keeps its precision: resume it on a CPU with bf16 instructions "
-                "or a CUDA GPU (--device cuda), or start a new run with --precision fp32"
-                if resuming else "use --precision fp32"
-            )
             raise UserError(
-                "precision bf16: this CPU has no bf16 instructions (avx512_bf16/amx_bf16), so bf16 would be "
+                f"{what}: this CPU has no bf16 instructions (avx512_bf16/amx_bf16), so bf16 would be "
                 f"emulated and slower than fp32; {fix}"
             )
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():

@@ -272,6 +272,11 @@ COLUMNS = ("cell", "seeds", "test error %", "min–max", "test accuracy %", "ste
            "location error px", "glimpses in box %")
 
 
+def missing_runs(summary: dict[str, Any]) -> list[str]:
+    """The planned runs of the summarized sweeps that have not finished (none when not a sweep)."""
+    return (summary.get("planned") or {}).get("missing", [])
+
+
 def headline(summary: dict[str, Any]) -> str:
     """One line: how many runs and seeds, and what the cells differ in (or share)."""
     cells, common = summary["cells"], summary["common"]
@@ -283,9 +288,8 @@ def headline(summary: dict[str, Any]) -> str:
     if "eval_n" in common and not common.get("test_data"):
         text += f", final test on {common['eval_n']} held-out canvases"
     text += "."
-    planned = summary.get("planned")
-    if planned and planned["missing"]:
-        text += f" Incomplete: {summary['runs']} of {planned['runs']} planned runs finished."
+    if missing_runs(summary):
+        text += f" Incomplete: {summary['runs']} of {summary['planned']['runs']} planned runs finished."
     return text
 
 
@@ -298,8 +302,8 @@ def markdown(summary: dict[str, Any]) -> str:
             _steps(c["steps_to_80"]), _steps(c["steps_to_90"]), _pm(c["location_error_px"]), _pm(c["glimpses_in_box"]),
         )
         rows.append("| " + " | ".join(cells) + " |")
-    planned = summary.get("planned")
-    lacking = f"\nNot finished yet: {', '.join(planned['missing'])}.\n" if planned and planned["missing"] else ""
+    missing = missing_runs(summary)
+    lacking = f"\nNot finished yet: {', '.join(missing)}.\n" if missing else ""
     return headline(summary) + "\n\n" + "\n".join(rows) + "\n" + lacking
 
 
