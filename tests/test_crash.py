@@ -95,6 +95,7 @@ def check_finished(out: Path, reference: Path) -> None:
     assert [r["accuracy"] for r in evals] == [r["accuracy"] for r in reference_evals]
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_weights(reference, tmp_path):
     out = tmp_path / "run.safetensors"
     kill_and_resume(out, kills=4, seed=1)

@@ -154,6 +154,7 @@ def test_train_that_fills_the_disk_before_its_first_checkpoint(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_train_on_a_full_tmpfs_keeps_the_last_checkpoint(tmpfs):
     folder = tmpfs(1 << 20)
     out = folder / "run.safetensors"
@@ -186,6 +187,7 @@ def test_export_past_a_file_size_limit_fails_cleanly(tiny_run, tmp_path, fmt):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_export_to_a_full_tmpfs_keeps_the_previous_export(tiny_run, tmpfs):
     folder = tmpfs(256 << 10)
     out = folder / "m.onnx"

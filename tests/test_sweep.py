@@ -417,6 +417,7 @@ def test_seeds_first_runs_one_seed_of_every_cell_before_the_next(capsys, tmp_pat
     assert handed == order
 
 
+@pytest.mark.slow
 def test_sweep_killed_run_resumes_and_results_are_complete(capsys, tmp_path, recipe):
     """The issue's done-when: 2 × 2 tiny runs, one SIGKILLed mid-run; the rerun resumes it."""
     out = tmp_path / "sweep"

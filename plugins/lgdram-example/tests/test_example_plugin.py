@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import pytest
 import torch
 from PIL import Image
 
@@ -66,6 +67,7 @@ def test_box_hinge_is_zero_inside_and_grows_outside():
     assert 0 < value(0.5) < value(0.9)
 
 
+@pytest.mark.slow
 def test_end_to_end_with_every_command(tmp_path):
     plugins = json.loads(run("plugins", "--json", cwd=tmp_path).stdout)
     mine = {(e["kind"], e["name"]) for e in plugins["entries"] if e["distribution"] == "lgdram-example"}
