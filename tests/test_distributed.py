@@ -28,6 +28,7 @@ from lgdram_cli.training import checkpoint as ckpt
 # Real torchrun launches (a minute in all): part of `make test-slow`, which CI runs too.
 pytestmark = pytest.mark.slow
 
+
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("ddp") / "run.safetensors"
